@@ -1,0 +1,150 @@
+#include "common/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "common/fd.h"
+
+namespace vmf {
+namespace {
+constexpr int kMaxPassFds = 16;
+}  // namespace
+
+ChildProcess::ChildProcess(ChildProcess&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)), ours_(o.ours_), exit_status_(o.exit_status_) {}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
+  if (this != &o) {
+    Stop();
+    pid_ = std::exchange(o.pid_, -1);
+    ours_ = o.ours_;
+    exit_status_ = o.exit_status_;
+  }
+  return *this;
+}
+
+ChildProcess::~ChildProcess() { Stop(); }
+
+Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
+                                         const SpawnOptions& opts) {
+  if (argv.empty() || argv[0].empty()) return InvalidArgument("empty command line");
+  if (opts.pass_fds.size() > kMaxPassFds) return InvalidArgument("too many fds to pass");
+  std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+
+  // The child reports a failed exec through this pipe (closed on success).
+  int errpipe[2];
+  if (::pipe2(errpipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
+  UniqueFd err_r(errpipe[0]);
+  UniqueFd err_w(errpipe[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull) return ErrnoStatus(errno, "open /dev/null");
+
+  pid_t pid = ::fork();
+  if (pid < 0) return ErrnoStatus(errno, "fork");
+  if (pid == 0) {
+    // Child: only async-signal-safe calls from here on.
+    if (opts.new_session) ::setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
+    // Copy every source fd above the target range first, so that installing
+    // them as 0..N never clobbers a source that is still to be installed.
+    int srcs[3 + kMaxPassFds];
+    int n = 3 + n_pass;
+    for (int i = 0; i < n; ++i) {
+      int src = i < 3 ? std_src[i] : opts.pass_fds[static_cast<size_t>(i - 3)];
+      if (src < 0) src = devnull.get();
+      srcs[i] = ::fcntl(src, F_DUPFD_CLOEXEC, 3 + kMaxPassFds);
+      if (srcs[i] < 0) _exit(127);
+    }
+    for (int i = 0; i < n; ++i) {
+      if (::dup2(srcs[i], i) < 0) _exit(127);
+    }
+    ::close_range(3 + n_pass, ~0U, CLOSE_RANGE_CLOEXEC);
+    ::fcntl(err_w.get(), F_SETFD, FD_CLOEXEC);
+    ::execvp(cargv[0], cargv.data());
+    int e = errno;
+    ssize_t ignored = ::write(err_w.get(), &e, sizeof(e));
+    (void)ignored;
+    _exit(127);
+  }
+  err_w.reset();
+  ChildProcess child(pid, true);
+  int child_errno = 0;
+  ssize_t n;
+  do {
+    n = ::read(err_r.get(), &child_errno, sizeof(child_errno));
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof(child_errno))) {
+    child.Stop(std::chrono::milliseconds(0));
+    return ErrnoStatus(child_errno, "start " + argv[0]);
+  }
+  return child;
+}
+
+ChildProcess ChildProcess::Adopt(pid_t pid) { return ChildProcess(pid, false); }
+
+std::optional<int> ChildProcess::Poll() {
+  if (exit_status_) return exit_status_;
+  if (pid_ <= 0) return std::nullopt;
+  if (!ours_) {
+    if (::kill(pid_, 0) != 0 && errno == ESRCH) exit_status_ = 0;
+    return exit_status_;
+  }
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == pid_ || (r < 0 && errno == ECHILD)) exit_status_ = (r == pid_) ? status : 0;
+  return exit_status_;
+}
+
+Result<int> ChildProcess::Wait(const Deadline& deadline) {
+  auto sleep = std::chrono::milliseconds(1);
+  for (;;) {
+    if (auto st = Poll()) return *st;
+    if (deadline.expired()) return DeadlineExceeded("process " + std::to_string(pid_) + " still running");
+    std::this_thread::sleep_for(sleep);
+    sleep = std::min(sleep * 2, std::chrono::milliseconds(20));
+  }
+}
+
+void ChildProcess::Signal(int sig) {
+  if (pid_ > 0 && !exit_status_) ::kill(pid_, sig);
+}
+
+void ChildProcess::Stop(Duration grace) {
+  if (pid_ <= 0) return;
+  if (!Poll()) {
+    if (grace.count() > 0) {
+      Signal(SIGTERM);
+      (void)Wait(Deadline(grace));
+    }
+    if (!Poll()) {
+      Signal(SIGKILL);
+      (void)Wait(Deadline(std::chrono::seconds(10)));
+    }
+  }
+  pid_ = -1;
+}
+
+pid_t ChildProcess::Release() { return std::exchange(pid_, -1); }
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "wait status " + std::to_string(status);
+}
+
+}  // namespace vmf

@@ -1,0 +1,68 @@
+// ChildProcess: a started program (argv vector, never a shell), killed and
+// reaped when its owner is destroyed unless Release()d.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+
+namespace vmf {
+
+struct SpawnOptions {
+  // fds to install as the child's 0, 1, 2; -1 means /dev/null.
+  int stdin_fd = -1;
+  int stdout_fd = -1;
+  int stderr_fd = -1;
+  // Further fds passed to the child as 3, 4, ... in this order.
+  std::vector<int> pass_fds;
+  // Start the child in a session of its own, so that a terminal's Ctrl-C
+  // reaches only us and we stop the child in order.
+  bool new_session = true;
+};
+
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ChildProcess(ChildProcess&& o) noexcept;
+  ChildProcess& operator=(ChildProcess&& o) noexcept;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess();
+
+  // Starts argv[0] (an absolute path or a name looked up in PATH).
+  static Result<ChildProcess> Spawn(const std::vector<std::string>& argv,
+                                    const SpawnOptions& opts = {});
+  // Adopts a process we did not start (for example a VM handed over by a
+  // daemon); such a process is never waited for, only signalled.
+  static ChildProcess Adopt(pid_t pid);
+
+  pid_t pid() const { return pid_; }
+  bool valid() const { return pid_ > 0; }
+  // The wait status if the process has exited (reaps it), nullopt if running.
+  std::optional<int> Poll();
+  bool Running() { return valid() && !Poll().has_value(); }
+  // Waits for exit until the deadline; DEADLINE_EXCEEDED if still running.
+  Result<int> Wait(const Deadline& deadline);
+  // SIGTERM, then SIGKILL after grace; always reaps. Idempotent.
+  void Stop(Duration grace = std::chrono::milliseconds(2000));
+  // Sends a signal; harmless if the process is gone.
+  void Signal(int sig);
+  // Gives up ownership: the process keeps running after we are destroyed.
+  pid_t Release();
+
+ private:
+  explicit ChildProcess(pid_t pid, bool ours) : pid_(pid), ours_(ours) {}
+  pid_t pid_ = -1;
+  bool ours_ = true;  // our child: we can waitpid() it
+  std::optional<int> exit_status_;
+};
+
+// Human-readable form of a wait status: "exit code 3", "killed by signal 9".
+std::string DescribeWaitStatus(int status);
+
+}  // namespace vmf
