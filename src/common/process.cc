@@ -59,6 +59,8 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
     for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
     // Copy every source fd above the target range first, so that installing
     // them as 0..N never clobbers a source that is still to be installed.
+    const int std_src[3] = {opts.stdin_fd, opts.stdout_fd, opts.stderr_fd};
+    const int n_pass = static_cast<int>(opts.pass_fds.size());
     int srcs[3 + kMaxPassFds];
     int n = 3 + n_pass;
     for (int i = 0; i < n; ++i) {

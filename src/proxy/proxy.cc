@@ -1,0 +1,515 @@
+#include "proxy/proxy.h"
+
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+
+#include "common/io.h"
+#include "health.pb.h"
+#include "ttrpc.pb.h"
+#include "ttrpc/frame.h"
+
+namespace vmf {
+namespace {
+
+using asio::local::stream_protocol;
+using ttrpc::DecodeEvent;
+using ttrpc::EncodeFrame;
+using ttrpc::FrameDecoder;
+
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kMaxQueuedBytes = 64u << 20;   // per connection, outbound
+constexpr size_t kMaxPendingPerClient = 4096;   // requests in flight per client
+constexpr size_t kMaxConsoleLine = 4096;
+constexpr size_t kMaxSyncScan = 1u << 20;
+constexpr auto kSyncRetry = std::chrono::milliseconds(1500);
+
+std::string ErrorResponse(Code code, const std::string& message) {
+  ::ttrpc::Response resp;
+  resp.mutable_status()->set_code(static_cast<int>(code));
+  resp.mutable_status()->set_message(message);
+  return resp.SerializeAsString();
+}
+
+uint32_t ReadU32(const char* p) {
+  auto b = [p](int i) { return static_cast<uint32_t>(static_cast<unsigned char>(p[i])); };
+  return (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3);
+}
+
+// A socket with a bounded queue of outgoing buffers, written one at a time.
+class Writer {
+ public:
+  explicit Writer(stream_protocol::socket* sock) : sock_(sock) {}
+  // False if the queue would exceed its bound (the caller drops the peer).
+  bool Send(std::string data) {
+    if (queued_ + data.size() > kMaxQueuedBytes) return false;
+    queued_ += data.size();
+    q_.push_back(std::move(data));
+    if (!writing_) Next();
+    return true;
+  }
+  std::function<void(std::error_code)> on_error;
+  // Returns an owner to keep alive while a write is in flight.
+  std::function<std::shared_ptr<void>()> hold = [] { return std::shared_ptr<void>(); };
+
+ private:
+  void Next() {
+    if (q_.empty()) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    asio::async_write(*sock_, asio::buffer(q_.front()), [this, keep = hold()](std::error_code ec, size_t n) {
+      if (ec) {
+        writing_ = false;
+        q_.clear();
+        queued_ = 0;
+        if (on_error) on_error(ec);
+        return;
+      }
+      queued_ -= n;
+      q_.pop_front();
+      Next();
+    });
+  }
+  stream_protocol::socket* sock_;
+  std::deque<std::string> q_;
+  size_t queued_ = 0;
+  bool writing_ = false;
+};
+
+class ProxyServer;
+
+class ClientConn : public std::enable_shared_from_this<ClientConn> {
+ public:
+  ClientConn(ProxyServer* server, stream_protocol::socket sock, uint64_t id)
+      : server_(server), sock_(std::move(sock)), writer_(&sock_), id_(id) {}
+  void Start();
+  void Reply(uint32_t stream_id, const std::string& response_payload) {
+    Send(EncodeFrame(stream_id, ttrpc::kTypeResponse, 0, response_payload));
+  }
+  void Send(std::string frame);
+  void Close();
+  uint64_t id() const { return id_; }
+  size_t in_flight = 0;
+
+ private:
+  void Read();
+  void OnFrame(DecodeEvent& ev);
+  ProxyServer* server_;
+  stream_protocol::socket sock_;
+  Writer writer_;
+  uint64_t id_;
+  FrameDecoder decoder_;
+  uint32_t last_stream_id_ = 0;
+  bool closed_ = false;
+  char buf_[kReadChunk];
+};
+
+class ProxyServer {
+ public:
+  ProxyServer(asio::io_context& io, const ProxyOptions& opts, std::shared_ptr<spdlog::logger> log,
+              std::shared_ptr<spdlog::logger> console)
+      : io_(io),
+        opts_(opts),
+        log_(std::move(log)),
+        console_log_(std::move(console)),
+        acceptor_(io),
+        agent_(io),
+        agent_writer_(&agent_),
+        console_(io),
+        connect_timer_(io),
+        sync_timer_(io),
+        signals_(io, SIGTERM, SIGINT),
+        connect_deadline_(opts.connect_timeout) {
+    agent_writer_.on_error = [this](std::error_code ec) { Shutdown("agent channel write: " + ec.message()); };
+  }
+
+  Status Listen(UniqueFd listen_fd) {
+    std::error_code ec;
+    acceptor_.assign(stream_protocol(), listen_fd.release(), ec);
+    if (ec) return Internal("proxy acceptor: " + ec.message());
+    return OkStatus();
+  }
+
+  void Start() {
+    signals_.async_wait([this](std::error_code ec, int sig) {
+      if (!ec) Shutdown("signal " + std::to_string(sig));
+    });
+    Accept();
+    ConnectAgent();
+    if (!opts_.console_socket.empty()) ConnectConsole();
+  }
+
+  // Called by clients.
+  void Forward(const std::shared_ptr<ClientConn>& client, uint32_t client_stream, uint8_t type,
+               uint8_t flags, std::string payload) {
+    uint32_t chan = next_chan_id_;
+    next_chan_id_ += 2;
+    if (next_chan_id_ >= 0x7fffffffu) next_chan_id_ = 1;  // the agent accepts a new sync baseline
+    routes_[chan] = Route{client, client_stream};
+    client->in_flight++;
+    std::string frame = EncodeFrame(chan, type, flags, payload);
+    if (synced_) {
+      if (!agent_writer_.Send(std::move(frame))) Shutdown("agent channel queue overflow");
+    } else if (presync_bytes_ + frame.size() > kMaxQueuedBytes) {
+      routes_.erase(chan);
+      client->in_flight--;
+      client->Reply(client_stream, ErrorResponse(Code::kResourceExhausted, "too many requests queued before the agent answered"));
+    } else {
+      presync_bytes_ += frame.size();
+      presync_.push_back(std::move(frame));
+    }
+  }
+  void ClientGone(uint64_t id) {
+    for (auto it = routes_.begin(); it != routes_.end();) {
+      auto c = it->second.client.lock();
+      if (!c || c->id() == id) {
+        it = routes_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    clients_.erase(id);
+  }
+  spdlog::logger& log() { return *log_; }
+
+ private:
+  struct Route {
+    std::weak_ptr<ClientConn> client;
+    uint32_t client_stream;
+  };
+
+  void Accept() {
+    acceptor_.async_accept([this](std::error_code ec, stream_protocol::socket sock) {
+      if (ec) {
+        if (ec != asio::error::operation_aborted) log_->warn("accept: {}", ec.message());
+        if (!stopping_) Accept();
+        return;
+      }
+      auto c = std::make_shared<ClientConn>(this, std::move(sock), ++next_client_id_);
+      clients_[c->id()] = c;
+      c->Start();
+      Accept();
+    });
+  }
+
+  void ConnectAgent() {
+    agent_.async_connect(stream_protocol::endpoint(opts_.agent_socket), [this](std::error_code ec) {
+      if (stopping_) return;
+      if (ec) {
+        agent_ = stream_protocol::socket(io_);
+        if (connect_deadline_.expired()) {
+          Shutdown("cannot connect to the agent channel " + opts_.agent_socket + ": " + ec.message());
+          return;
+        }
+        connect_timer_.expires_after(std::chrono::milliseconds(5));
+        connect_timer_.async_wait([this](std::error_code e) {
+          if (!e) ConnectAgent();
+        });
+        return;
+      }
+      log_->debug("connected to agent channel");
+      std::random_device rd;
+      sync_id_ = ((rd() % 0x3fffffffu) | 1u);
+      next_chan_id_ = sync_id_ + 2;
+      SendSync();
+      ReadAgent();
+    });
+  }
+
+  void SendSync() {
+    if (synced_ || stopping_) return;
+    grpc::CheckRequest check;
+    ::ttrpc::Request req;
+    req.set_service("grpc.Health");
+    req.set_method("Check");
+    req.set_payload(check.SerializeAsString());
+    auto* kv = req.add_metadata();
+    kv->set_key("vmf-sync");
+    kv->set_value(std::to_string(sync_id_));
+    if (!agent_writer_.Send(EncodeFrame(sync_id_, ttrpc::kTypeRequest, 0, req.SerializeAsString()))) {
+      Shutdown("agent channel queue overflow");
+      return;
+    }
+    sync_timer_.expires_after(kSyncRetry);
+    sync_timer_.async_wait([this](std::error_code ec) {
+      if (!ec) SendSync();
+    });
+  }
+
+  void ReadAgent() {
+    agent_.async_read_some(asio::buffer(agent_buf_), [this](std::error_code ec, size_t n) {
+      if (ec) {
+        Shutdown(ec == asio::error::eof ? "agent channel closed (VM stopped)" : "agent channel: " + ec.message());
+        return;
+      }
+      std::string_view data(agent_buf_, n);
+      if (!synced_) {
+        data = ScanForSync(data);
+        if (!synced_) {
+          ReadAgent();
+          return;
+        }
+      }
+      events_.clear();
+      agent_decoder_.Feed(data, &events_);
+      for (auto& ev : events_) OnAgentFrame(ev);
+      ReadAgent();
+    });
+  }
+
+  // Before the sync reply is seen, bytes are stale: look for the header of
+  // a response on the sync stream and start decoding there.
+  std::string_view ScanForSync(std::string_view data) {
+    scan_.append(data);
+    for (size_t k = 0; k + ttrpc::kHeaderSize <= scan_.size(); ++k) {
+      const char* h = scan_.data() + k;
+      if (ReadU32(h + 4) == sync_id_ && static_cast<uint8_t>(h[8]) == ttrpc::kTypeResponse &&
+          ReadU32(h) <= 4096) {
+        synced_ = true;
+        sync_timer_.cancel();
+        log_->debug("agent channel synchronised (skipped {} stale bytes)", k);
+        scan_.erase(0, k);
+        for (auto& f : presync_) {
+          if (!agent_writer_.Send(std::move(f))) Shutdown("agent channel queue overflow");
+        }
+        presync_.clear();
+        presync_bytes_ = 0;
+        return scan_;
+      }
+    }
+    if (scan_.size() > kMaxSyncScan) scan_.erase(0, scan_.size() - ttrpc::kHeaderSize);
+    return {};
+  }
+
+  void OnAgentFrame(DecodeEvent& ev) {
+    uint32_t id = ev.frame.stream_id;
+    if (id == sync_id_) return;  // the sync reply (and replies to its retries)
+    auto it = routes_.find(id);
+    if (it == routes_.end()) {
+      log_->debug("dropping agent frame for unknown stream {}", id);
+      return;
+    }
+    auto client = it->second.client.lock();
+    uint32_t cs = it->second.client_stream;
+    bool final_frame = ev.frame.type == ttrpc::kTypeResponse || ev.kind == DecodeEvent::kOversized;
+    if (final_frame) {
+      routes_.erase(it);
+      if (client) client->in_flight--;
+    }
+    if (!client) return;
+    if (ev.kind == DecodeEvent::kOversized) {
+      client->Reply(cs, ErrorResponse(Code::kResourceExhausted,
+                                      "agent reply of " + std::to_string(ev.declared_length) +
+                                          " bytes exceeds the 4 MiB ttrpc limit"));
+      return;
+    }
+    client->Send(EncodeFrame(cs, ev.frame.type, ev.frame.flags, ev.frame.payload));
+  }
+
+  void ConnectConsole() {
+    console_.async_connect(stream_protocol::endpoint(opts_.console_socket), [this](std::error_code ec) {
+      if (stopping_) return;
+      if (ec) {
+        console_ = stream_protocol::socket(io_);
+        if (connect_deadline_.expired()) {
+          log_->warn("cannot connect to the console {}: {}", opts_.console_socket, ec.message());
+          return;
+        }
+        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(5));
+        t->async_wait([this, t](std::error_code e) {
+          if (!e) ConnectConsole();
+        });
+        return;
+      }
+      ReadConsole();
+    });
+  }
+
+  void ReadConsole() {
+    console_.async_read_some(asio::buffer(console_buf_), [this](std::error_code ec, size_t n) {
+      if (ec) {
+        if (!console_line_.empty()) console_log_->info("{}", console_line_);
+        return;
+      }
+      for (size_t i = 0; i < n; ++i) {
+        char ch = console_buf_[i];
+        if (ch == '\n' || console_line_.size() >= kMaxConsoleLine) {
+          console_log_->info("{}", console_line_);
+          console_line_.clear();
+          if (ch == '\n') continue;
+        }
+        if (ch == '\r') continue;
+        // Keep the log one line per record: control characters become '?'.
+        console_line_.push_back((static_cast<unsigned char>(ch) < 0x20 && ch != '\t') ? '?' : ch);
+      }
+      ReadConsole();
+    });
+  }
+
+ public:
+  void Shutdown(const std::string& why) {
+    if (stopping_) return;
+    stopping_ = true;
+    log_->info("proxy stopping: {}", why);
+    for (auto& [chan, route] : routes_) {
+      if (auto c = route.client.lock()) {
+        c->Reply(route.client_stream, ErrorResponse(Code::kUnavailable, "agent unavailable: " + why));
+      }
+    }
+    routes_.clear();
+    std::error_code ec;
+    acceptor_.close(ec);
+    connect_timer_.cancel();
+    sync_timer_.cancel();
+    signals_.cancel();
+    agent_.close(ec);
+    // Give queued error replies a moment to reach clients, then stop.
+    auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+    t->async_wait([this, t](std::error_code) {
+      console_.close();
+      for (auto& [id, c] : std::map(clients_)) c->Close();
+      io_.stop();
+    });
+  }
+
+ private:
+  asio::io_context& io_;
+  const ProxyOptions& opts_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<spdlog::logger> console_log_;
+  stream_protocol::acceptor acceptor_;
+  stream_protocol::socket agent_;
+  Writer agent_writer_;
+  stream_protocol::socket console_;
+  asio::steady_timer connect_timer_;
+  asio::steady_timer sync_timer_;
+  asio::signal_set signals_;
+  Deadline connect_deadline_;
+  bool stopping_ = false;
+
+  uint32_t sync_id_ = 0;
+  uint32_t next_chan_id_ = 1;
+  bool synced_ = false;
+  std::string scan_;
+  std::deque<std::string> presync_;
+  size_t presync_bytes_ = 0;
+  FrameDecoder agent_decoder_;
+  std::vector<DecodeEvent> events_;
+  char agent_buf_[kReadChunk];
+  std::map<uint32_t, Route> routes_;
+
+  char console_buf_[kReadChunk];
+  std::string console_line_;
+
+  uint64_t next_client_id_ = 0;
+  std::map<uint64_t, std::shared_ptr<ClientConn>> clients_;
+};
+
+void ClientConn::Start() {
+  writer_.hold = [this] { return std::shared_ptr<void>(shared_from_this()); };
+  writer_.on_error = [self = weak_from_this()](std::error_code) {
+    if (auto s = self.lock()) s->Close();
+  };
+  Read();
+}
+
+void ClientConn::Send(std::string frame) {
+  if (closed_) return;
+  if (!writer_.Send(std::move(frame))) {
+    server_->log().warn("client {} does not read its replies; disconnecting it", id_);
+    Close();
+  }
+}
+
+void ClientConn::Close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ec;
+  sock_.close(ec);
+  server_->ClientGone(id_);
+}
+
+void ClientConn::Read() {
+  sock_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](std::error_code ec, size_t n) {
+    if (ec) {
+      self->Close();
+      return;
+    }
+    std::vector<DecodeEvent> events;
+    self->decoder_.Feed(std::string_view(self->buf_, n), &events);
+    for (auto& ev : events) {
+      if (self->closed_) return;
+      self->OnFrame(ev);
+    }
+    if (!self->closed_) self->Read();
+  });
+}
+
+void ClientConn::OnFrame(DecodeEvent& ev) {
+  uint32_t sid = ev.frame.stream_id;
+  if (ev.kind == DecodeEvent::kOversized) {
+    Reply(sid, ErrorResponse(Code::kResourceExhausted,
+                             "request of " + std::to_string(ev.declared_length) +
+                                 " bytes exceeds the 4 MiB ttrpc limit"));
+    return;
+  }
+  if (ev.frame.type != ttrpc::kTypeRequest) return;  // unary only: data frames are not routed
+  if (sid % 2 == 0 || sid <= last_stream_id_) {
+    Reply(sid, ErrorResponse(Code::kInvalidArgument,
+                             "stream id " + std::to_string(sid) + " must be odd and increasing"));
+    return;
+  }
+  last_stream_id_ = sid;
+  if (in_flight >= kMaxPendingPerClient) {
+    Reply(sid, ErrorResponse(Code::kResourceExhausted, "too many requests in flight"));
+    return;
+  }
+  server_->Forward(shared_from_this(), sid, ev.frame.type, ev.frame.flags, std::move(ev.frame.payload));
+}
+
+}  // namespace
+
+Status RunProxy(const ProxyOptions& opts) {
+  std::vector<spdlog::sink_ptr> sinks;
+  if (opts.log_file.empty()) {
+    sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  } else {
+    try {
+      // Bounded: a guest flooding its console costs at most 2 MiB on disk.
+      sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(opts.log_file, 1 << 20, 1));
+    } catch (const spdlog::spdlog_ex& e) {
+      return Internal(std::string("proxy log ") + opts.log_file + ": " + e.what());
+    }
+  }
+  auto log = std::make_shared<spdlog::logger>("proxy", sinks.begin(), sinks.end());
+  auto console = std::make_shared<spdlog::logger>("console", sinks.begin(), sinks.end());
+  for (auto* l : {log.get(), console.get()}) {
+    l->set_pattern("%Y-%m-%dT%H:%M:%S.%e [%n] vm=" + opts.vm_id + " %v");
+    l->flush_on(spdlog::level::info);
+  }
+  if (std::getenv("VMF_PROXY_DEBUG")) log->set_level(spdlog::level::debug);
+
+  VMF_ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenUnix(opts.listen_socket));
+  asio::io_context io;
+  ProxyServer server(io, opts, log, console);
+  VMF_RETURN_IF_ERROR(server.Listen(std::move(listen_fd)));
+  if (opts.ready_fd >= 0) {
+    (void)WriteAll(opts.ready_fd, "ready\n", Deadline(std::chrono::seconds(1)));
+    ::close(opts.ready_fd);
+  }
+  server.Start();
+  io.run();
+  ::unlink(opts.listen_socket.c_str());
+  return OkStatus();
+}
+
+}  // namespace vmf

@@ -1,0 +1,26 @@
+// vmfactory-proxy: owns one VM's agent channel and console; see proxy/proxy.h.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "proxy/proxy.h"
+
+int main(int argc, char** argv) {
+  vmf::ProxyOptions opts;
+  CLI::App app{"vmfactory-proxy: multiplexes ttrpc clients over a VM's agent channel"};
+  app.add_option("--vm-id", opts.vm_id, "VM id (logged on every line)")->required();
+  app.add_option("--agent-socket", opts.agent_socket, "QEMU's agent chardev socket")->required();
+  app.add_option("--console-socket", opts.console_socket, "QEMU's serial console socket");
+  app.add_option("--listen", opts.listen_socket, "unix socket to serve clients on")->required();
+  app.add_option("--log-file", opts.log_file, "log file (console and proxy); default stderr");
+  app.add_option("--ready-fd", opts.ready_fd, "fd to write 'ready' to once listening");
+  int connect_timeout_ms = 30000;
+  app.add_option("--connect-timeout-ms", connect_timeout_ms, "how long to wait for QEMU's sockets");
+  CLI11_PARSE(app, argc, argv);
+  opts.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+  vmf::Status st = vmf::RunProxy(opts);
+  if (!st.ok()) {
+    std::fprintf(stderr, "vmfactory-proxy: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,256 @@
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/fd.h"
+#include "common/io.h"
+#include "common/process.h"
+#include "qmp/qmp_client.h"
+#include "vm/hypervisor.h"
+
+namespace vmf {
+namespace {
+
+using nlohmann::json;
+
+// Guest command line: a serial console, no reboot on panic (QEMU exits with
+// -no-reboot), hotplugged memory onlined by the kernel, and the legacy
+// keyboard probes that cost seconds under TCG switched off.
+constexpr const char* kBaseKernelParams =
+    "console=ttyS0 panic=-1 quiet loglevel=3 memhp_default_state=online "
+    "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check "
+    "rcupdate.rcu_expedited=1";
+
+class QemuHypervisor : public Hypervisor {
+ public:
+  QemuHypervisor(std::string id, HypervisorConfig config, std::string dir)
+      : id_(std::move(id)), config_(std::move(config)), dir_(std::move(dir)) {}
+  ~QemuHypervisor() override { (void)Stop(); }
+
+  Status Start(const Deadline& deadline) override {
+    bool kvm = config_.accel == Accel::kKvm || (config_.accel == Accel::kAuto && KvmUsable());
+    auto argv = QemuArgv(id_, config_, dir_, kvm);
+    argv[0] = FindProgram(config_.qemu_path);
+    UniqueFd log(::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!log) return ErrnoStatus(errno, "create " + log_path());
+    SpawnOptions opts;
+    opts.stdout_fd = log.get();
+    opts.stderr_fd = log.get();
+    VMF_ASSIGN_OR_RETURN(process_, ChildProcess::Spawn(argv, opts));
+    // QEMU creates its sockets during start-up; connect as soon as the QMP
+    // socket answers, and fail at once if QEMU exits instead.
+    while (true) {
+      if (auto st = process_.Poll()) {
+        return Unavailable("QEMU exited during start-up (" + DescribeWaitStatus(*st) + "): " + ErrorOutput());
+      }
+      auto qmp = qmp::QmpClient::Connect(qmp_socket(), Deadline(std::chrono::milliseconds(100)));
+      if (qmp.ok()) {
+        qmp_ = std::move(*qmp);
+        return OkStatus();
+      }
+      if (deadline.expired()) {
+        return qmp.status().WithContext("QEMU's QMP socket did not answer in time");
+      }
+    }
+  }
+
+  Status RestoreState(const Deadline& deadline) override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    VMF_RETURN_IF_ERROR(
+        qmp_->Execute("migrate-set-capabilities",
+                      json{{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}})
+            .status());
+    UniqueFd state(::open(config_.device_state_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!state) return ErrnoStatus(errno, "open device state " + config_.device_state_path);
+    VMF_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", json{{"fdname", "vmf-incoming"}}, state.get()).status());
+    VMF_RETURN_IF_ERROR(qmp_->Execute("migrate-incoming", json{{"uri", "fd:vmf-incoming"}}).status());
+    return WaitMigration(deadline, "restore");
+  }
+
+  Status Pause() override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    return qmp_->Execute("stop").status();
+  }
+
+  Status Resume() override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    return qmp_->Execute("cont").status();
+  }
+
+  Status Save(const Deadline& deadline) override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    VMF_RETURN_IF_ERROR(
+        qmp_->Execute("migrate-set-capabilities",
+                      json{{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}})
+            .status());
+    std::string tmp = config_.device_state_path + ".tmp";
+    UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!out) return ErrnoStatus(errno, "create device state " + tmp);
+    VMF_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", json{{"fdname", "vmf-outgoing"}}, out.get()).status());
+    VMF_RETURN_IF_ERROR(qmp_->Execute("migrate", json{{"uri", "fd:vmf-outgoing"}}).status());
+    Status st = WaitMigration(deadline, "save");
+    if (st.ok() && ::fsync(out.get()) != 0) st = ErrnoStatus(errno, "fsync " + tmp);
+    if (st.ok() && ::rename(tmp.c_str(), config_.device_state_path.c_str()) != 0) {
+      st = ErrnoStatus(errno, "rename " + tmp);
+    }
+    if (!st.ok()) ::unlink(tmp.c_str());
+    return st;
+  }
+
+  Status Stop() override {
+    if (!process_.valid()) return OkStatus();
+    if (qmp_ && process_.Running()) {
+      // An orderly quit lets QEMU remove its sockets; the kill below is the fallback.
+      (void)qmp_->Execute("quit", nullptr, Deadline(std::chrono::seconds(2)));
+      (void)process_.Wait(Deadline(std::chrono::seconds(3)));
+    }
+    qmp_.reset();
+    process_.Stop(std::chrono::milliseconds(500));
+    return OkStatus();
+  }
+
+  Status AddCPUs(uint32_t count) override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    VMF_ASSIGN_OR_RETURN(json slots, qmp_->Execute("query-hotpluggable-cpus"));
+    uint32_t added = 0;
+    if (!slots.is_array()) return Internal("query-hotpluggable-cpus: unexpected reply");
+    // QEMU lists slots from the highest id down; plug the lowest free first.
+    for (auto it = slots.rbegin(); it != slots.rend() && added < count; ++it) {
+      const json& slot = *it;
+      if (!slot.is_object() || slot.contains("qom-path")) continue;
+      json args = slot.value("props", json::object());
+      if (!args.is_object()) continue;
+      args["driver"] = slot.value("type", "");
+      args["id"] = "vmf-cpu-" + std::to_string(++cpu_seq_);
+      VMF_RETURN_IF_ERROR(qmp_->Execute("device_add", args).status());
+      ++added;
+    }
+    if (added < count) {
+      return ResourceExhausted("cannot add " + std::to_string(count) + " vCPUs: only " +
+                               std::to_string(added) + " free slots (max_vcpus " +
+                               std::to_string(config_.max_vcpus) + ")");
+    }
+    return OkStatus();
+  }
+
+  Status AddMemory(uint32_t mib) override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    int n = ++dimm_seq_;
+    std::string mem = "vmf-mem" + std::to_string(n);
+    std::string dimm = "vmf-dimm" + std::to_string(n);
+    VMF_RETURN_IF_ERROR(qmp_->Execute("object-add", json{{"qom-type", "memory-backend-ram"},
+                                                         {"id", mem},
+                                                         {"size", uint64_t{mib} << 20}})
+                            .status());
+    Status st = qmp_->Execute("device_add", json{{"driver", "pc-dimm"}, {"id", dimm}, {"memdev", mem}}).status();
+    if (!st.ok()) (void)qmp_->Execute("object-del", json{{"id", mem}});
+    return st;
+  }
+
+  pid_t pid() const override { return process_.pid(); }
+  bool Running() override { return process_.Running(); }
+  std::string agent_socket() const override { return dir_ + "/agent.sock"; }
+  std::string console_socket() const override { return dir_ + "/console.sock"; }
+  std::string qmp_socket() const override { return dir_ + "/qmp.sock"; }
+  std::string ErrorOutput() const override {
+    std::string t = TailOfFile(log_path(), 2048);
+    while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+    return t.empty() ? "(no output)" : t;
+  }
+
+ private:
+  std::string log_path() const { return dir_ + "/qemu.log"; }
+
+  Status EnsureQmp() {
+    if (!qmp_ || !process_.Running()) {
+      return Unavailable("QEMU is not running" + (process_.valid() ? ": " + ErrorOutput() : ""));
+    }
+    return OkStatus();
+  }
+
+  // Polls query-migrate until it completes; fails on failed/cancelled, on a
+  // state that never moves, and at the deadline.
+  Status WaitMigration(const Deadline& deadline, const std::string& what) {
+    auto sleep = std::chrono::milliseconds(1);
+    while (true) {
+      VMF_ASSIGN_OR_RETURN(json info, qmp_->Execute("query-migrate"));
+      std::string status = info.is_object() ? info.value("status", "") : "";
+      if (status == "completed") return OkStatus();
+      if (status == "failed" || status == "cancelled") {
+        std::string err = info.is_object() ? info.value("error-desc", "") : "";
+        return DataLoss(what + " of the VM state failed" + (err.empty() ? "" : ": " + err));
+      }
+      if (!process_.Running()) return Unavailable("QEMU exited during " + what + ": " + ErrorOutput());
+      if (deadline.expired()) {
+        return DeadlineExceeded(what + " of the VM state did not complete in time (status '" + status + "')");
+      }
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(sleep * 2, std::chrono::milliseconds(20));
+    }
+  }
+
+  std::string id_;
+  HypervisorConfig config_;
+  std::string dir_;
+  ChildProcess process_;
+  std::unique_ptr<qmp::QmpClient> qmp_;
+  int cpu_seq_ = 0;
+  int dimm_seq_ = 0;
+};
+
+std::string MiB(uint32_t m) { return std::to_string(m) + "M"; }
+
+}  // namespace
+
+std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig& c,
+                                  const std::string& dir, bool use_kvm) {
+  std::string machine = c.machine + ",accel=" + (use_kvm ? "kvm" : "tcg") + ",memory-backend=vmf-ram";
+  std::string backend;
+  if (c.boot_to_be_template || c.boot_from_template) {
+    // The template's RAM lives in a file: shared while the template boots
+    // (so the file holds it), private copy-on-write in each clone.
+    backend = "memory-backend-file,id=vmf-ram,size=" + MiB(c.memory_mib) + ",mem-path=" + c.memory_path +
+              ",share=" + (c.boot_to_be_template ? "on" : "off");
+  } else {
+    backend = "memory-backend-ram,id=vmf-ram,size=" + MiB(c.memory_mib);
+  }
+  std::string params = kBaseKernelParams;
+  if (!c.kernel_params.empty()) params += " " + c.kernel_params;
+  std::vector<std::string> argv = {
+      c.qemu_path,
+      "-name", "vmf-" + id,
+      "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
+      "-machine", machine,
+      "-cpu", use_kvm ? "host" : "max",
+      "-smp", std::to_string(c.vcpus) + ",sockets=" + std::to_string(c.max_vcpus) +
+                  ",cores=1,threads=1,maxcpus=" + std::to_string(c.max_vcpus),
+      "-m", MiB(c.memory_mib) + ",slots=" + std::to_string(c.memory_slots) + ",maxmem=" + MiB(c.max_memory_mib),
+      "-object", backend,
+      "-kernel", c.kernel,
+      "-initrd", c.initrd,
+      "-append", params,
+      "-chardev", "socket,id=vmf-console,path=" + dir + "/console.sock,server=on,wait=off",
+      "-serial", "chardev:vmf-console",
+      "-device", "virtio-serial-pci,id=vmf-serial",
+      "-chardev", "socket,id=vmf-agent,path=" + dir + "/agent.sock,server=on,wait=off",
+      "-device", "virtserialport,chardev=vmf-agent,name=agent.0",
+      "-chardev", "socket,id=vmf-qmp,path=" + dir + "/qmp.sock,server=on,wait=off",
+      "-mon", "chardev=vmf-qmp,mode=control",
+  };
+  if (c.boot_from_template) {
+    argv.push_back("-incoming");
+    argv.push_back("defer");
+  }
+  return argv;
+}
+
+std::unique_ptr<Hypervisor> NewQemuHypervisor(const std::string& id, const HypervisorConfig& config,
+                                              const std::string& dir) {
+  return std::make_unique<QemuHypervisor>(id, config, dir);
+}
+
+}  // namespace vmf

@@ -1,0 +1,294 @@
+#include "vm/vm.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "common/io.h"
+#include "common/log.h"
+
+namespace vmf {
+namespace {
+
+class StepTimer {
+ public:
+  explicit StepTimer(StepTimes* out) : out_(out), start_(Clock::now()) {}
+  void Done(const std::string& step) {
+    auto now = Clock::now();
+    if (out_) out_->emplace_back(step, std::chrono::duration_cast<Duration>(now - start_));
+    start_ = now;
+  }
+
+ private:
+  StepTimes* out_;
+  Clock::time_point start_;
+};
+
+Status FillRandom(std::string* buf) {
+  size_t got = 0;
+  while (got < buf->size()) {
+    ssize_t n = ::getrandom(buf->data() + got, buf->size() - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "getrandom");
+    }
+    got += static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+std::string NewVmId() {
+  std::string raw(16, '\0');
+  if (!FillRandom(&raw).ok()) std::abort();  // getrandom cannot fail for 16 bytes on Linux >= 3.17
+  static const char* hex = "0123456789abcdef";
+  std::string id;
+  for (unsigned char c : raw) {
+    id.push_back(hex[c >> 4]);
+    id.push_back(hex[c & 15]);
+  }
+  return id;
+}
+
+Status ValidateId(const std::string& what, const std::string& id) {
+  if (id.empty()) return InvalidArgument(what + " is empty");
+  if (id.size() > 64) return InvalidArgument(what + " '" + id.substr(0, 64) + "...' is longer than 64 characters");
+  if (id[0] == '.' || id[0] == '-') return InvalidArgument(what + " '" + id + "' must not start with '.' or '-'");
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '-' || c == '.';
+    if (!ok) return InvalidArgument(what + " '" + id + "' may only contain letters, digits, '_', '-' and '.'");
+  }
+  return OkStatus();
+}
+
+VM::VM(VMConfig config, std::string id)
+    : config_(std::move(config)),
+      id_(std::move(id)),
+      log_(VmLogger(id_)),
+      cpus_(config_.hypervisor.vcpus),
+      memory_mib_(config_.hypervisor.memory_mib) {}
+
+VM::~VM() { (void)Stop(); }
+
+Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, CancelToken* cancel) {
+  VMConfig config = cfg;
+  if (config.runtime_dir.empty()) config.runtime_dir = DefaultRuntimeDir();
+  VMF_RETURN_IF_ERROR(config.Validate());
+  std::unique_ptr<VM> vm(new VM(config, NewVmId()));
+  vm->log_->info("creating VM: {} vCPUs, {} MiB{}", vm->cpus_, vm->memory_mib_,
+                 config.hypervisor.boot_from_template ? ", from template" : "");
+  Deadline deadline(config.agent.boot_timeout);
+  StepTimer timer(times);
+
+  // 1. The VM's private runtime dir: sockets, logs.
+  VMF_ASSIGN_OR_RETURN(vm->dir_, ScopedDir::Create(config.runtime_dir + "/vm/" + vm->id_, 0700));
+
+  // 2. QEMU: the guest starts booting (a clone waits for its state).
+  vm->hypervisor_ = NewQemuHypervisor(vm->id_, config.hypervisor, vm->dir_.path());
+  VMF_RETURN_IF_ERROR(vm->Explain(vm->hypervisor_->Start(deadline)));
+  timer.Done("qemu start");
+  if (cancel) {
+    // Killing QEMU (not yet reaped, so its pid cannot be reused) closes the
+    // agent channel: the proxy exits and every wait below fails at once.
+    vm->cancel_ = cancel;
+    vm->cancel_handle_ = cancel->OnCancel([pid = vm->qemu_pid()] { ::kill(pid, SIGKILL); });
+  }
+  auto cancelled = [&] { return cancel && cancel->cancelled() ? Cancelled("VM creation was cancelled") : OkStatus(); };
+  VMF_RETURN_IF_ERROR(cancelled());
+
+  // 3. The proxy, while the guest boots: it owns the agent channel.
+  VMF_RETURN_IF_ERROR(vm->Explain(vm->StartProxy(deadline)));
+  timer.Done("proxy start");
+  VMF_RETURN_IF_ERROR(cancelled());
+
+  // 4. Our own connection to the agent, through the proxy.
+  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
+
+  // 5. Wait for the agent. A clone is paused until Start(): not checked here.
+  if (!config.hypervisor.boot_from_template) {
+    Status ready = vm->agent_->WaitReady(deadline);
+    VMF_RETURN_IF_ERROR(cancelled());
+    VMF_RETURN_IF_ERROR(vm->Explain(ready));
+    timer.Done("guest boot + agent ready");
+  }
+  vm->log_->info("VM ready: qemu pid {}, proxy pid {}", vm->qemu_pid(), vm->proxy_pid());
+  return vm;
+}
+
+Status VM::StartProxy(const Deadline& deadline) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
+  UniqueFd ready_r(p[0]);
+  UniqueFd ready_w(p[1]);
+  UniqueFd log(::open(console_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log) return ErrnoStatus(errno, "create " + console_log());
+  auto left = std::chrono::duration_cast<Duration>(deadline.when() - Clock::now());
+  std::vector<std::string> argv = {config_.proxy.path,
+                                   "--vm-id", id_,
+                                   "--agent-socket", hypervisor_->agent_socket(),
+                                   "--console-socket", hypervisor_->console_socket(),
+                                   "--listen", proxy_socket(),
+                                   "--log-file", console_log(),
+                                   "--ready-fd", "3",
+                                   "--connect-timeout-ms", std::to_string(std::max<long long>(left.count(), 1000))};
+  SpawnOptions opts;
+  opts.stderr_fd = log.get();
+  opts.pass_fds = {ready_w.get()};
+  VMF_ASSIGN_OR_RETURN(proxy_, ChildProcess::Spawn(argv, opts));
+  ready_w.reset();
+  std::string line;
+  Status st = ReadExact(ready_r.get(), 6, &line, Deadline(std::min<Duration>(left, std::chrono::seconds(10))));
+  if (!st.ok() || line != "ready\n") {
+    return Unavailable("proxy did not start: " + (st.ok() ? "bad ready line" : st.message()) + "; log: " +
+                       TailOfFile(console_log(), 1024));
+  }
+  return OkStatus();
+}
+
+Status VM::Explain(const Status& st) const {
+  if (st.ok()) return st;
+  std::string extra;
+  if (hypervisor_ && hypervisor_->pid() > 0) {
+    std::string q = hypervisor_->ErrorOutput();
+    if (q != "(no output)") extra += "; QEMU said: " + q;
+  }
+  if (dir_.valid()) {
+    std::string c = TailOfFile(console_log(), 1024);
+    if (!c.empty()) extra += "; last console/proxy log lines:\n" + c;
+  }
+  return {st.code(), st.message() + extra};
+}
+
+Status VM::Pause() {
+  log_->info("pause");
+  return hypervisor_->Pause();
+}
+
+Status VM::Save() {
+  log_->info("save device state to {}", config_.hypervisor.device_state_path);
+  if (config_.hypervisor.device_state_path.empty()) {
+    return FailedPrecondition("save: the VM was not configured with a device state path");
+  }
+  return hypervisor_->Save(Deadline(std::chrono::seconds(60)));
+}
+
+Status VM::Resume() {
+  log_->info("resume");
+  return hypervisor_->Resume();
+}
+
+Status VM::Start() {
+  log_->info("start");
+  if (!hypervisor_ || !hypervisor_->Running()) return FailedPrecondition("start: QEMU is not running");
+  if (config_.hypervisor.boot_from_template && !restored_) {
+    VMF_RETURN_IF_ERROR(Explain(hypervisor_->RestoreState(Deadline(std::chrono::seconds(30)))));
+    restored_ = true;
+  }
+  return hypervisor_->Resume();
+}
+
+Status VM::Disconnect() {
+  log_->info("disconnect agent and proxy");
+  if (agent_) agent_->Close();
+  agent_.reset();
+  proxy_.Stop(std::chrono::milliseconds(1000));
+  return OkStatus();
+}
+
+Status VM::Stop() {
+  if (cancel_) cancel_->Remove(cancel_handle_);
+  cancel_ = nullptr;
+  if (!dir_.valid() && !hypervisor_ && !proxy_.valid()) return OkStatus();
+  log_->info("stop");
+  (void)Disconnect();
+  if (hypervisor_) (void)hypervisor_->Stop();
+  hypervisor_.reset();
+  if (!sandbox_link_.empty()) ::unlink(sandbox_link_.c_str());
+  sandbox_link_.clear();
+  dir_.Remove();
+  return OkStatus();
+}
+
+Status VM::AddCPUs(uint32_t count) {
+  if (count == 0) return OkStatus();
+  log_->info("hot-add {} vCPUs", count);
+  VMF_RETURN_IF_ERROR(hypervisor_->AddCPUs(count));
+  cpus_ += count;
+  cpu_delta_ += count;
+  return OkStatus();
+}
+
+Status VM::AddMemory(uint32_t mib) {
+  if (mib == 0) return OkStatus();
+  // The guest onlines memory in whole blocks (128 MiB on x86-64).
+  uint32_t block_mib = 128;
+  if (agent_) {
+    auto details = agent_->GetGuestDetails();
+    if (details.ok() && details->mem_block_size_bytes() >= (1u << 20)) {
+      block_mib = static_cast<uint32_t>(details->mem_block_size_bytes() >> 20);
+    }
+  }
+  uint32_t size = (mib + block_mib - 1) / block_mib * block_mib;
+  if (memory_mib_ + size > config_.hypervisor.max_memory_mib) {
+    return ResourceExhausted("cannot add " + std::to_string(size) + " MiB: the VM has " +
+                             std::to_string(memory_mib_) + " MiB of at most " +
+                             std::to_string(config_.hypervisor.max_memory_mib));
+  }
+  log_->info("hot-add {} MiB of memory", size);
+  VMF_RETURN_IF_ERROR(hypervisor_->AddMemory(size));
+  memory_mib_ += size;
+  return OkStatus();
+}
+
+Status VM::OnlineCPUMemory() {
+  if (!agent_) return FailedPrecondition("online CPU/memory: the agent is disconnected");
+  log_->info("online {} vCPUs and memory", cpu_delta_);
+  VMF_RETURN_IF_ERROR(agent_->OnlineCPUMem(cpu_delta_, false));
+  cpu_delta_ = 0;
+  return OkStatus();
+}
+
+Status VM::ReseedRNG() {
+  if (!agent_) return FailedPrecondition("reseed: the agent is disconnected");
+  log_->info("reseed the guest RNG");
+  std::string data(512, '\0');
+  VMF_RETURN_IF_ERROR(FillRandom(&data));
+  return agent_->ReseedRandomDev(data);
+}
+
+Status VM::SyncClock() {
+  if (!agent_) return FailedPrecondition("set clock: the agent is disconnected");
+  timeval tv{};
+  ::gettimeofday(&tv, nullptr);
+  return agent_->SetGuestDateTime(tv.tv_sec, tv.tv_usec);
+}
+
+Status VM::AssignSandbox(const std::string& sandbox_id) {
+  VMF_RETURN_IF_ERROR(ValidateId("sandbox id", sandbox_id));
+  if (!dir_.valid()) return FailedPrecondition("assign sandbox: the VM is stopped");
+  std::string sb_dir = config_.runtime_dir + "/sandbox";
+  VMF_RETURN_IF_ERROR(MakeDirs(sb_dir));
+  std::string link = sb_dir + "/" + sandbox_id;
+  log_->info("assign to sandbox {}", sandbox_id);
+  // Replace what a previous sandbox of that id left, but never a directory
+  // we do not own: only an old link may be removed.
+  struct stat st {};
+  if (::lstat(link.c_str(), &st) == 0) {
+    if (!S_ISLNK(st.st_mode)) return AlreadyExists("sandbox path " + link + " exists and is not a link");
+    ::unlink(link.c_str());
+  }
+  if (::symlink(dir_.path().c_str(), link.c_str()) != 0) return ErrnoStatus(errno, "symlink " + link);
+  if (!sandbox_link_.empty() && sandbox_link_ != link) ::unlink(sandbox_link_.c_str());
+  sandbox_link_ = link;
+  return OkStatus();
+}
+
+}  // namespace vmf

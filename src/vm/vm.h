@@ -1,0 +1,111 @@
+// VM: one booted virtual machine with its guest agent answering.
+//
+// VM::Create is the seed's NewVM: validate, make the runtime dir, start QEMU,
+// start the proxy while the guest boots, connect to the agent and wait for it.
+// Each step is owned by a member whose destructor undoes it, so a failure at
+// any step leaves nothing behind, and so does destroying a VM.
+//
+//   VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(DefaultVMConfig()));
+//   VMF_RETURN_IF_ERROR(vm->agent().ExecProcess({.exec_id = "e1", .args = {"true"}}));
+//   vm->Stop();
+#pragma once
+
+#include <spdlog/logger.h>
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/cancel.h"
+#include "common/process.h"
+#include "common/scoped_dir.h"
+#include "common/status.h"
+#include "vm/agent_client.h"
+#include "vm/config.h"
+#include "vm/hypervisor.h"
+
+namespace vmf {
+
+// Durations of Create's steps, in order, for `-v` and the benchmarks.
+using StepTimes = std::vector<std::pair<std::string, Duration>>;
+
+class VM {
+ public:
+  // `cancel`, if given, aborts a Create in progress (the VM is killed and
+  // everything cleaned up) and, once created, kills QEMU so that every
+  // pending agent call fails at once.
+  static Result<std::unique_ptr<VM>> Create(const VMConfig& config, StepTimes* times = nullptr,
+                                            CancelToken* cancel = nullptr);
+  ~VM();
+  VM(const VM&) = delete;
+  VM& operator=(const VM&) = delete;
+
+  const std::string& id() const { return id_; }
+  uint32_t cpus() const { return cpus_; }
+  uint32_t memory_mib() const { return memory_mib_; }
+  const std::string& dir() const { return dir_.path(); }
+  std::string proxy_url() const { return "unix://" + proxy_socket(); }
+  pid_t proxy_pid() const { return proxy_.pid(); }
+  pid_t qemu_pid() const { return hypervisor_ ? hypervisor_->pid() : -1; }
+  AgentClient& agent() { return *agent_; }
+  spdlog::logger& log() { return *log_; }
+
+  Status Pause();
+  // Saves the device state (for a template; RAM stays in its file).
+  Status Save();
+  Status Resume();
+  // Kicks off a configured VM: a clone restores its state and resumes; a
+  // paused VM resumes; a running one is left as it is.
+  Status Start();
+  // Stops QEMU and the proxy and removes the runtime dir. Idempotent.
+  Status Stop();
+  // Drops the agent connection and stops the proxy (before a template save).
+  Status Disconnect();
+  Status AddCPUs(uint32_t count);
+  Status AddMemory(uint32_t mib);
+  // Onlines the vCPUs and memory hot-added since the last call.
+  Status OnlineCPUMemory();
+  // 512 bytes of host randomness into the guest CRNG, then a forced reseed.
+  Status ReseedRNG();
+  // Sets the guest clock from the host's.
+  Status SyncClock();
+  // Binds the VM to a sandbox id: RUNTIME/sandbox/ID becomes a link to the
+  // VM's dir. The id is validated (no path separators or traversal).
+  Status AssignSandbox(const std::string& sandbox_id);
+
+  // Whether QEMU is still running.
+  bool Running() { return hypervisor_ && hypervisor_->Running(); }
+
+ private:
+  VM(VMConfig config, std::string id);
+  std::string proxy_socket() const { return dir_.path() + "/proxy.sock"; }
+  std::string console_log() const { return dir_.path() + "/console.log"; }
+  Status StartProxy(const Deadline& deadline);
+  // Error context: what QEMU and the guest console said last.
+  Status Explain(const Status& st) const;
+
+  VMConfig config_;
+  std::string id_;
+  std::shared_ptr<spdlog::logger> log_;
+  uint32_t cpus_;
+  uint32_t memory_mib_;
+  uint32_t cpu_delta_ = 0;
+  bool restored_ = false;
+  std::string sandbox_link_;
+  // Owners, declared in creation order: destroyed (undone) in reverse.
+  ScopedDir dir_;
+  std::unique_ptr<Hypervisor> hypervisor_;
+  ChildProcess proxy_;
+  std::unique_ptr<AgentClient> agent_;
+  CancelToken* cancel_ = nullptr;
+  int cancel_handle_ = 0;
+};
+
+// 32 hex characters of fresh randomness.
+std::string NewVmId();
+// A sandbox or VM id: 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'.
+Status ValidateId(const std::string& what, const std::string& id);
+
+}  // namespace vmf

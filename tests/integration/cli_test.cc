@@ -1,0 +1,111 @@
+// The vmfactory CLI as a user runs it.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "common/io.h"
+#include "common/process.h"
+#include "helpers.h"
+
+namespace vmf::testing {
+namespace {
+
+struct CliResult {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string CliRuntimeDir() { return TestRuntimeDir() + "-cli"; }
+
+void ExpectNothingLeft() {
+  EXPECT_EQ(CountProcessesMentioning(CliRuntimeDir()), 0);
+  std::error_code ec;
+  auto it = std::filesystem::directory_iterator(CliRuntimeDir() + "/vm", ec);
+  EXPECT_TRUE(ec || it == std::filesystem::directory_iterator()) << "a VM runtime dir was left";
+}
+
+// Runs build/bin/vmfactory with args; optionally sends `sig` after `after`.
+CliResult RunCli(const std::vector<std::string>& args, int sig = 0, Duration after = Duration(0)) {
+  std::vector<std::string> argv = {std::string(VMF_DEFAULT_BIN_DIR) + "/vmfactory"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  int out_pipe[2], err_pipe[2];
+  EXPECT_EQ(::pipe(out_pipe), 0);
+  EXPECT_EQ(::pipe(err_pipe), 0);
+  UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]), err_r(err_pipe[0]), err_w(err_pipe[1]);
+  SpawnOptions opts;
+  opts.stdout_fd = out_w.get();
+  opts.stderr_fd = err_w.get();
+  ::setenv("VMF_RUNTIME_DIR", CliRuntimeDir().c_str(), 1);
+  auto child = ChildProcess::Spawn(argv, opts);
+  EXPECT_TRUE(child.ok()) << child.status().ToString();
+  out_w.reset();
+  err_w.reset();
+  CliResult r;
+  std::thread reader([&] {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(err_r.get(), buf, sizeof(buf))) > 0) r.err.append(buf, n);
+  });
+  std::thread killer([&] {
+    if (sig) {
+      std::this_thread::sleep_for(after);
+      child->Signal(sig);
+    }
+  });
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(out_r.get(), buf, sizeof(buf))) > 0) r.out.append(buf, n);
+  killer.join();
+  reader.join();
+  auto st = child->Wait(Deadline(std::chrono::seconds(120)));
+  EXPECT_TRUE(st.ok());
+  r.status = st.ok() && WIFEXITED(*st) ? WEXITSTATUS(*st) : -1;
+  return r;
+}
+
+TEST(CliTest, RunPrintsOutputAndExitsWithTheCommandsStatus) {
+  auto r = RunCli({"run", "-v", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_NE(r.err.find("oops"), std::string::npos);
+  EXPECT_NE(r.err.find("guest boot + agent ready"), std::string::npos) << "-v prints the steps: " << r.err;
+  ExpectNothingLeft();
+}
+
+TEST(CliTest, MissingCommandExits127) {
+  auto r = RunCli({"run", "--", "no-such-command-xyz"});
+  EXPECT_EQ(r.status, 127) << r.err;
+  EXPECT_NE(r.err.find("no-such-command-xyz"), std::string::npos) << r.err;
+  ExpectNothingLeft();
+}
+
+TEST(CliTest, TimeoutStopsTheVm) {
+  auto start = Clock::now();
+  auto r = RunCli({"run", "--timeout", "3", "--", "sleep", "600"});
+  EXPECT_EQ(r.status, 124) << r.err;
+  EXPECT_NE(r.err.find("timed out"), std::string::npos) << r.err;
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(90));
+  ExpectNothingLeft();
+}
+
+TEST(CliTest, InterruptStopsTheVmAndLeavesNothing) {
+  // SIGINT during boot, and SIGINT while the command runs.
+  for (auto after : {std::chrono::milliseconds(800), std::chrono::milliseconds(20000)}) {
+    auto r = RunCli({"run", "--", "sleep", "600"}, SIGINT, after);
+    EXPECT_EQ(r.status, 128 + SIGINT) << r.err;
+    ExpectNothingLeft();
+  }
+}
+
+TEST(CliTest, BadArgumentsAreClearErrors) {
+  auto r = RunCli({"run", "--memory", "8", "--", "true"});
+  EXPECT_EQ(r.status, 125);
+  EXPECT_NE(r.err.find("hypervisor.memory_mib"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace vmf::testing

@@ -1,0 +1,32 @@
+// Shared helpers for the integration tests: real QEMU, the real guest image.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "vm/config.h"
+#include "vm/vm.h"
+
+namespace vmf::testing {
+
+// A config on the built guest image with a runtime dir private to this test
+// process, so that leftovers can be counted.
+VMConfig TestConfig();
+const std::string& TestRuntimeDir();
+
+struct ExecResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs args in the VM through its agent, feeding stdin_data, collecting output.
+Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data = "");
+
+// Processes whose command line mentions `needle` (QEMU and proxies carry
+// their runtime dir in their arguments).
+int CountProcessesMentioning(const std::string& needle);
+// Entries in TestRuntimeDir()/vm.
+int CountVmDirs();
+int CountOpenFds();
+
+}  // namespace vmf::testing
