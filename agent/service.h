@@ -1,0 +1,148 @@
+// AgentService: the methods of grpc.AgentService and grpc.Health, served to
+// one ttrpc peer from a single-threaded poll() loop (see server.h).
+//
+// HandleRequest() takes one decoded ttrpc::Request and answers it through the
+// reply callback, either at once or later: ReadStdout/ReadStderr with nothing
+// buffered and WaitProcess before the exit are deferred and answered from
+// HandlePollFds()/ReapChildren() when output, EOF or the exit arrives.
+//
+// The service owns the processes it starts (pipes, buffers, pid). All buffers
+// are bounded: 1 MiB per output stream per process (the pipe is no longer
+// read while full), 1 MiB of pending stdin per process, and at most
+// Options::max_processes processes.
+//
+//   AgentService svc([&](uint32_t id, const ::ttrpc::Response& r) { Send(id, r); });
+//   svc.HandleRequest(3, request);          // may reply now or later
+//   loop: svc.AddPollFds(&fds); poll(...); svc.HandlePollFds(...);
+//         svc.ReapChildren(); svc.CollectGarbage();
+#pragma once
+
+#include <poll.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/status.h"
+#include "ttrpc.pb.h"
+
+namespace vmf::agent {
+
+inline constexpr char kDefaultPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+class AgentService {
+ public:
+  using ReplyFn = std::function<void(uint32_t stream_id, const ::ttrpc::Response& response)>;
+  using Clock = std::chrono::steady_clock;
+
+  struct Options {
+    size_t max_processes = 256;
+    size_t max_output_buffer = 1u << 20;  // per stream per process; also max read size
+    size_t max_stdin_buffer = 1u << 20;
+    // An exited process whose outputs were not all read to EOF, or that was
+    // never waited for, is forgotten this long after its exit.
+    std::chrono::milliseconds forget_grace{std::chrono::minutes(5)};
+    // Reap every child (PID 1: orphans are re-parented to us), not only ours.
+    bool reap_all_children = false;
+    // Roots for the sysfs/dev files touched by OnlineCPUMem, GetGuestDetails
+    // and ReseedRandomDev (tests point them elsewhere).
+    std::string sysfs_root = "/sys";
+    std::string random_device = "/dev/random";
+  };
+
+  explicit AgentService(ReplyFn reply);
+  AgentService(ReplyFn reply, Options options);
+  // Kills (SIGKILL, whole process group) and reaps every process still running.
+  ~AgentService();
+  AgentService(const AgentService&) = delete;
+  AgentService& operator=(const AgentService&) = delete;
+
+  // Dispatches one request; the reply goes to the callback now or later.
+  void HandleRequest(uint32_t stream_id, const ::ttrpc::Request& request);
+
+  // A new host session began: forget every deferred reply (they are never
+  // answered). Processes and their buffered output are kept.
+  void DropDeferred();
+
+  // poll() integration: AddPollFds appends the pipe fds to watch; after
+  // poll(), HandlePollFds gets exactly that range back (same order).
+  void AddPollFds(std::vector<pollfd>* fds);
+  void HandlePollFds(const pollfd* fds, size_t count);
+
+  // Collects exited children (waitpid WNOHANG) and answers their waiters.
+  void ReapChildren();
+  // Forgets finished processes; call once per loop iteration.
+  void CollectGarbage();
+
+  size_t process_count() const { return procs_.size(); }
+  size_t deferred_count() const;
+
+ private:
+  struct OutStream {
+    UniqueFd fd;
+    std::string buf;
+    bool eof = false;            // the pipe reached EOF (fd closed)
+    bool eof_delivered = false;  // an empty read (EOF) was answered
+    std::deque<std::pair<uint32_t, uint32_t>> waiters;  // (stream id, len)
+  };
+  struct Proc {
+    std::string container_id, exec_id;
+    pid_t pid = -1;
+    UniqueFd stdin_fd;
+    std::string stdin_buf;
+    bool stdin_close_requested = false;
+    bool stdin_broken = false;
+    OutStream out, err;
+    bool exited = false;
+    int exit_status = 0;
+    Clock::time_point exit_time;
+    bool wait_answered = false;
+    std::vector<uint32_t> wait_waiters;
+  };
+  using Key = std::pair<std::string, std::string>;
+  enum class PollKind { kStdin, kStdout, kStderr };
+  struct PollRef {
+    Proc* proc;
+    PollKind kind;
+    int fd;
+  };
+
+  void ReplyOk(uint32_t id, const std::string& payload);
+  void ReplyError(uint32_t id, const Status& status);
+  template <typename Req>
+  bool Parse(uint32_t id, const std::string& payload, Req* req);
+
+  void DoExec(uint32_t id, const std::string& payload);
+  void DoWait(uint32_t id, const std::string& payload);
+  void DoSignal(uint32_t id, const std::string& payload);
+  void DoWriteStdin(uint32_t id, const std::string& payload);
+  void DoRead(uint32_t id, const std::string& payload, bool stderr_stream);
+  void DoCloseStdin(uint32_t id, const std::string& payload);
+  void DoOnlineCpuMem(uint32_t id, const std::string& payload);
+  void DoReseed(uint32_t id, const std::string& payload);
+  void DoGuestDetails(uint32_t id, const std::string& payload);
+  void DoSetTime(uint32_t id, const std::string& payload);
+  void DoCreateSandbox(uint32_t id, const std::string& payload);
+
+  Proc* Find(const std::string& container_id, const std::string& exec_id);
+  void FillOutput(OutStream* s);          // reads the pipe while room and data
+  void ServeReaders(OutStream* s);        // answers waiters that can be answered
+  std::string TakeOutput(OutStream* s, uint32_t len);
+  void FlushStdin(Proc* p);
+  void OnExit(Proc* p, int wstatus);
+
+  ReplyFn reply_;
+  Options opt_;
+  std::map<Key, std::unique_ptr<Proc>> procs_;
+  std::vector<PollRef> poll_refs_;
+};
+
+}  // namespace vmf::agent
