@@ -215,6 +215,27 @@ TEST_F(AgentServerTest, GarbageBytes) {
   EXPECT_EQ(Code(*r), 0);
 }
 
+TEST_F(AgentServerTest, RandomBytesThenResync) {
+  ChannelServer::Options opt;
+  opt.partial_frame_timeout = milliseconds(100);
+  TestPeer peer(opt);
+  uint32_t x = 12345;
+  auto next = [&x] { x = x * 1103515245u + 12345u; return static_cast<char>(x >> 16); };
+  for (int round = 0; round < 50; ++round) {
+    std::string junk;
+    for (int i = 0; i < 97; ++i) junk += next();
+    // Small length headers make the decoder see many short frames too.
+    junk += ttrpc::EncodeFrame(static_cast<uint32_t>(round), static_cast<uint8_t>(round % 4), 0,
+                               junk.substr(0, round));
+    peer.SendRaw(junk);
+  }
+  peer.Drive(milliseconds(150));
+  peer.SendRequest(0x7ffffff1, "grpc.Health", "Check", grpc::CheckRequest(), /*sync=*/true);
+  auto r = peer.WaitResponse(0x7ffffff1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(Code(*r), 0);
+}
+
 TEST_F(AgentServerTest, PeerGoneDoesNotBusyLoop) {
   TestPeer peer;
   ExpectServing(peer);
