@@ -98,7 +98,7 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
   err.join();
   in.join();
   auto done_at = Clock::now();
-  vm->Stop();
+  (void)vm->Stop();
 
   if (opts.verbose) {
     if (first_output) {

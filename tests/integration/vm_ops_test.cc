@@ -118,12 +118,12 @@ TEST(VmOpsTest, AssignSandboxLinksAndRejectsBadIds) {
   EXPECT_EQ(std::filesystem::read_symlink(link, ec).string(), vm->dir());
   EXPECT_TRUE(std::filesystem::exists(link + "/proxy.sock", ec));
 
-  for (const std::string bad : {"../x", "a/b", "", "..", ".hidden", std::string(65, 'a'), std::string("a\0b", 3)}) {
+  for (const std::string& bad : std::vector<std::string>{"../x", "a/b", "", "..", ".hidden", std::string(65, 'a'), std::string("a\0b", 3)}) {
     Status s = vm->AssignSandbox(bad);
     EXPECT_EQ(s.code(), Code::kInvalidArgument) << "id '" << bad << "': " << s.ToString();
   }
   EXPECT_FALSE(std::filesystem::exists(TestRuntimeDir() + "/x", ec));
-  vm->Stop();
+  ASSERT_TRUE(vm->Stop().ok());
   EXPECT_FALSE(std::filesystem::exists(link, ec)) << "the link goes with the VM";
 }
 

@@ -1,0 +1,206 @@
+// The proxy against a fake agent channel (a unix socket server standing in
+// for QEMU's chardev): sync past stale bytes, multiplexing, routing, errors.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "common/io.h"
+#include "health.pb.h"
+#include "proxy/proxy.h"
+#include "ttrpc.pb.h"
+#include "ttrpc/client.h"
+#include "ttrpc/frame.h"
+
+namespace vmf {
+namespace {
+
+using ttrpc::DecodeEvent;
+using ttrpc::EncodeFrame;
+
+std::string OkResponse(const std::string& payload) {
+  ::ttrpc::Response r;
+  r.set_payload(payload);
+  return r.SerializeAsString();
+}
+
+// Reads frames from fd until n requests arrived (or EOF).
+std::vector<ttrpc::Frame> ReadRequests(int fd, ttrpc::FrameDecoder& d, size_t n) {
+  std::vector<ttrpc::Frame> got;
+  std::vector<DecodeEvent> ev;
+  char buf[4096];
+  while (got.size() < n) {
+    ssize_t r = ::read(fd, buf, sizeof(buf));
+    if (r <= 0) break;
+    ev.clear();
+    d.Feed(std::string_view(buf, static_cast<size_t>(r)), &ev);
+    for (auto& e : ev) got.push_back(std::move(e.frame));
+  }
+  return got;
+}
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = "/tmp/vmf-proxy-test-" + std::to_string(::getpid()) + "-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto l = ListenUnix(dir_ + "/agent.sock");
+    ASSERT_TRUE(l.ok()) << l.status().ToString();
+    agent_listen_ = std::move(*l);
+    opts_.vm_id = "testvm";
+    opts_.agent_socket = dir_ + "/agent.sock";
+    opts_.listen_socket = dir_ + "/proxy.sock";
+    opts_.log_file = dir_ + "/proxy.log";
+    opts_.connect_timeout = std::chrono::seconds(5);
+    proxy_ = std::thread([this] { proxy_status_ = RunProxy(opts_); });
+    // The proxy connects to the fake agent.
+    agent_ = UniqueFd(::accept(agent_listen_.get(), nullptr, nullptr));
+    ASSERT_TRUE(agent_.valid());
+  }
+  void TearDown() override {
+    agent_.reset();  // channel EOF: the proxy exits
+    if (proxy_.joinable()) proxy_.join();
+    EXPECT_TRUE(proxy_status_.ok()) << proxy_status_.ToString();
+    EXPECT_FALSE(std::filesystem::exists(opts_.listen_socket)) << "socket removed on exit";
+    std::filesystem::remove_all(dir_);
+  }
+  // Answers the sync request, after sending `stale` bytes first.
+  uint32_t AnswerSync(const std::string& stale) {
+    EXPECT_TRUE(WriteAll(agent_.get(), stale, Deadline(std::chrono::seconds(2))).ok());
+    auto reqs = ReadRequests(agent_.get(), decoder_, 1);
+    EXPECT_EQ(reqs.size(), 1u);
+    if (reqs.empty()) return 0;
+    ::ttrpc::Request req;
+    EXPECT_TRUE(req.ParseFromString(reqs[0].payload));
+    EXPECT_EQ(req.service(), "grpc.Health");
+    EXPECT_EQ(req.metadata_size(), 1);
+    EXPECT_EQ(req.metadata(0).key(), "vmf-sync");
+    grpc::HealthCheckResponse ok;
+    ok.set_status(grpc::HealthCheckResponse::SERVING);
+    EXPECT_TRUE(WriteAll(agent_.get(), EncodeFrame(reqs[0].stream_id, ttrpc::kTypeResponse, 0,
+                                                   OkResponse(ok.SerializeAsString())),
+                         Deadline(std::chrono::seconds(2)))
+                    .ok());
+    return reqs[0].stream_id;
+  }
+  std::unique_ptr<ttrpc::Client> Client() {
+    auto c = ttrpc::Client::Connect(opts_.listen_socket, Deadline(std::chrono::seconds(5)));
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  std::string dir_;
+  ProxyOptions opts_;
+  UniqueFd agent_listen_;
+  UniqueFd agent_;
+  ttrpc::FrameDecoder decoder_;
+  std::thread proxy_;
+  Status proxy_status_;
+};
+
+TEST_F(ProxyTest, SyncSkipsStaleBytesAndRoutesRepliesToTheirClients) {
+  // Stale bytes: half a frame, garbage, and a whole reply for an old stream.
+  std::string stale = std::string("\x00\x00\x00\x40\x00\x00", 6) + "garbage" +
+                      EncodeFrame(99, ttrpc::kTypeResponse, 0, OkResponse("old"));
+  uint32_t sync = AnswerSync(stale);
+  ASSERT_NE(sync, 0u);
+  EXPECT_EQ(sync % 2, 1u);
+
+  auto a = Client();
+  auto b = Client();
+  ASSERT_TRUE(a && b);
+  Result<std::string> ra = InvalidArgument("unset"), rb = InvalidArgument("unset");
+  std::thread ta([&] { ra = a->CallRaw("svc", "A", "from-a", Deadline(std::chrono::seconds(5))); });
+  std::thread tb([&] { rb = b->CallRaw("svc", "B", "from-b", Deadline(std::chrono::seconds(5))); });
+  auto reqs = ReadRequests(agent_.get(), decoder_, 2);
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_NE(reqs[0].stream_id, reqs[1].stream_id);
+  EXPECT_GT(reqs[0].stream_id, sync);
+  // Answer in reverse order, plus a reply for a stream nobody opened.
+  std::string out = EncodeFrame(12345, ttrpc::kTypeResponse, 0, OkResponse("forged"));
+  for (int i = 1; i >= 0; --i) {
+    ::ttrpc::Request req;
+    ASSERT_TRUE(req.ParseFromString(reqs[i].payload));
+    out += EncodeFrame(reqs[i].stream_id, ttrpc::kTypeResponse, 0, OkResponse("echo:" + req.payload()));
+  }
+  ASSERT_TRUE(WriteAll(agent_.get(), out, Deadline(std::chrono::seconds(2))).ok());
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra.ok()) << ra.status().ToString();
+  ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+  EXPECT_EQ(*ra, "echo:from-a");
+  EXPECT_EQ(*rb, "echo:from-b");
+}
+
+TEST_F(ProxyTest, RequestsBeforeSyncWaitAndAgentErrorsPassThrough) {
+  auto c = Client();
+  ASSERT_TRUE(c);
+  Result<std::string> r = InvalidArgument("unset");
+  std::thread t([&] { r = c->CallRaw("svc", "M", "x", Deadline(std::chrono::seconds(5))); });
+  AnswerSync("");
+  auto reqs = ReadRequests(agent_.get(), decoder_, 1);
+  ASSERT_EQ(reqs.size(), 1u);
+  ::ttrpc::Response err;
+  err.mutable_status()->set_code(5);
+  err.mutable_status()->set_message("no such process");
+  ASSERT_TRUE(WriteAll(agent_.get(), EncodeFrame(reqs[0].stream_id, ttrpc::kTypeResponse, 0,
+                                                 err.SerializeAsString()),
+                       Deadline(std::chrono::seconds(2)))
+                  .ok());
+  t.join();
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_NE(r.status().message().find("no such process"), std::string::npos);
+}
+
+TEST_F(ProxyTest, OversizedAndGarbageRepliesAreErrorsForThatCallOnly) {
+  AnswerSync("");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  Result<std::string> r1 = InvalidArgument("unset"), r2 = InvalidArgument("unset");
+  std::thread t1([&] { r1 = c->CallRaw("svc", "Big", "", Deadline(std::chrono::seconds(5))); });
+  auto reqs = ReadRequests(agent_.get(), decoder_, 1);
+  ASSERT_EQ(reqs.size(), 1u);
+  std::string hdr = EncodeFrame(reqs[0].stream_id, ttrpc::kTypeResponse, 0, "");
+  hdr[0] = 0x7f;  // ~2 GiB announced
+  ASSERT_TRUE(WriteAll(agent_.get(), hdr + std::string(1000, 'z'), Deadline(std::chrono::seconds(2))).ok());
+  t1.join();
+  EXPECT_EQ(r1.status().code(), Code::kResourceExhausted) << r1.status().ToString();
+}
+
+TEST_F(ProxyTest, ChannelLossFailsPendingCallsAtOnce) {
+  AnswerSync("");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  Result<std::string> r = InvalidArgument("unset");
+  auto start = Clock::now();
+  std::thread t([&] { r = c->CallRaw("svc", "Slow", "", Deadline(std::chrono::seconds(30))); });
+  ReadRequests(agent_.get(), decoder_, 1);
+  agent_.reset();
+  t.join();
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST_F(ProxyTest, BadClientStreamIdsAreRejected) {
+  AnswerSync("");
+  auto fd = ConnectUnix(opts_.listen_socket);
+  ASSERT_TRUE(fd.ok());
+  ::ttrpc::Request req;
+  req.set_service("svc");
+  req.set_method("M");
+  std::string frames = EncodeFrame(2, ttrpc::kTypeRequest, 0, req.SerializeAsString());
+  ASSERT_TRUE(WriteAll(fd->get(), frames, Deadline(std::chrono::seconds(2))).ok());
+  ttrpc::FrameDecoder d;
+  auto replies = ReadRequests(fd->get(), d, 1);
+  ASSERT_EQ(replies.size(), 1u);
+  ::ttrpc::Response resp;
+  ASSERT_TRUE(resp.ParseFromString(replies[0].payload));
+  EXPECT_EQ(resp.status().code(), 3);
+}
+
+}  // namespace
+}  // namespace vmf
