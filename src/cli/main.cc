@@ -2,10 +2,13 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <thread>
 
 #include "cli/run.h"
+#include "factory/template.h"
 #include "common/log.h"
 #include "vm/config.h"
 
@@ -43,6 +46,66 @@ class SignalWatcher {
   std::thread thread_;
 };
 
+void AddVmOptions(CLI::App* cmd, vmf::VMConfig* c) {
+  cmd->add_option("--cpus", c->hypervisor.vcpus, "vCPUs")->capture_default_str();
+  cmd->add_option("--memory", c->hypervisor.memory_mib, "memory in MiB")->capture_default_str();
+  cmd->add_option("--kernel", c->hypervisor.kernel, "guest kernel")->capture_default_str();
+  cmd->add_option("--initrd", c->hypervisor.initrd, "guest initramfs")->capture_default_str();
+}
+
+// Hotplug ceilings follow the size asked for when it is above the defaults.
+void FitCeilings(vmf::VMConfig* c) {
+  c->hypervisor.max_vcpus = std::max(c->hypervisor.max_vcpus, c->hypervisor.vcpus);
+  c->hypervisor.max_memory_mib = std::max(c->hypervisor.max_memory_mib, c->hypervisor.memory_mib);
+}
+
+int Fail(const vmf::Status& st) {
+  std::fprintf(stderr, "vmfactory: %s\n", st.ToString().c_str());
+  return 1;
+}
+
+std::string Age(int64_t created) {
+  int64_t s = static_cast<int64_t>(::time(nullptr)) - created;
+  if (s < 120) return std::to_string(s) + " s";
+  if (s < 7200) return std::to_string(s / 60) + " min";
+  return std::to_string(s / 3600) + " h";
+}
+
+int Init(vmf::VMConfig config, const std::string& root, bool force) {
+  FitCeilings(&config);
+  auto start = vmf::Clock::now();
+  auto last = start;
+  auto progress = [&](const std::string& step) {
+    auto now = vmf::Clock::now();
+    std::fprintf(stderr, "vmfactory init: [%6.2f s] %s\n",
+                 std::chrono::duration<double>(now - start).count(), step.c_str());
+    last = now;
+  };
+  auto t = vmf::CreateTemplate(config, root, force, progress);
+  if (!t.ok()) return Fail(t.status());
+  std::printf("template ready at %s (%u vCPUs, %u MiB) in %.2f s\n", t->generation.c_str(), t->hypervisor.vcpus,
+              t->hypervisor.memory_mib,
+              std::chrono::duration<double>(vmf::Clock::now() - start).count());
+  return 0;
+}
+
+int PrintStatus(const std::string& root) {
+  auto t = vmf::LoadTemplate(root);
+  if (!t.ok()) {
+    std::printf("template: none usable at %s\n  %s\n", root.c_str(), t.status().ToString().c_str());
+    return t.status().code() == vmf::Code::kNotFound ? 0 : 1;
+  }
+  std::printf("template: %s\n", t->generation.c_str());
+  std::printf("  kernel:   %s\n  initrd:   %s\n", t->hypervisor.kernel.c_str(), t->hypervisor.initrd.c_str());
+  std::printf("  machine:  %s, %u vCPUs (max %u), %u MiB (max %u, %u slots)\n", t->hypervisor.machine.c_str(),
+              t->hypervisor.vcpus, t->hypervisor.max_vcpus, t->hypervisor.memory_mib, t->hypervisor.max_memory_mib,
+              t->hypervisor.memory_slots);
+  std::printf("  size:     %.1f MiB memory + %.1f KiB device state\n", t->memory_bytes / 1048576.0,
+              t->state_bytes / 1024.0);
+  std::printf("  age:      %s (format version %d)\n", Age(t->created_unix).c_str(), t->format_version);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,18 +113,26 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  std::string template_root = vmf::DefaultTemplateRoot(vmf::DefaultRuntimeDir());
+  app.add_option("--template-path", template_root, "template directory")->capture_default_str();
 
   vmf::RunOptions run;
   run.config = vmf::DefaultVMConfig();
   auto* run_cmd = app.add_subcommand("run", "run a command in a fresh VM and exit with its status");
-  run_cmd->add_option("--cpus", run.config.hypervisor.vcpus, "vCPUs")->capture_default_str();
-  run_cmd->add_option("--memory", run.config.hypervisor.memory_mib, "memory in MiB")->capture_default_str();
+  AddVmOptions(run_cmd, &run.config);
   run_cmd->add_option("--timeout", run.timeout_s, "stop the VM after this many seconds (0: never)");
-  run_cmd->add_option("--kernel", run.config.hypervisor.kernel, "guest kernel")->capture_default_str();
-  run_cmd->add_option("--initrd", run.config.hypervisor.initrd, "guest initramfs")->capture_default_str();
   run_cmd->add_flag("-v,--verbose", run.verbose, "print how long each step took");
+  run_cmd->add_flag("--cold", run.cold, "cold boot even if a template exists");
   run_cmd->add_option("command", run.command, "command and arguments (after --)")->required();
 
+  vmf::VMConfig init_config = vmf::DefaultVMConfig();
+  bool force = false;
+  auto* init_cmd = app.add_subcommand("init", "make the template VM that clones start from");
+  AddVmOptions(init_cmd, &init_config);
+  init_cmd->add_flag("--force", force, "replace an existing template");
+
+  auto* status_cmd = app.add_subcommand("status", "describe the template");
+  auto* destroy_cmd = app.add_subcommand("destroy", "remove the template completely");
   auto* version_cmd = app.add_subcommand("version", "print the version");
   CLI11_PARSE(app, argc, argv);
 
@@ -70,15 +141,23 @@ int main(int argc, char** argv) {
     std::printf("vmfactory %s\n", VMF_VERSION);
     return 0;
   }
+  if (status_cmd->parsed()) return PrintStatus(template_root);
+  if (destroy_cmd->parsed()) {
+    vmf::Status st = vmf::DestroyTemplate(template_root);
+    if (st.code() == vmf::Code::kNotFound) {
+      std::printf("no template at %s\n", template_root.c_str());
+      return 0;
+    }
+    if (!st.ok()) return Fail(st);
+    std::printf("removed the template at %s\n", template_root.c_str());
+    return 0;
+  }
   vmf::CancelToken cancel;
   SignalWatcher signals(&cancel);
+  if (init_cmd->parsed()) return Init(init_config, template_root, force);
   if (run_cmd->parsed()) {
-    if (run.config.hypervisor.max_vcpus < run.config.hypervisor.vcpus) {
-      run.config.hypervisor.max_vcpus = run.config.hypervisor.vcpus;
-    }
-    if (run.config.hypervisor.max_memory_mib < run.config.hypervisor.memory_mib) {
-      run.config.hypervisor.max_memory_mib = run.config.hypervisor.memory_mib;
-    }
+    FitCeilings(&run.config);
+    run.template_root = template_root;
     return vmf::RunCommand(run, &cancel, signals.signal_seen());
   }
   return 0;

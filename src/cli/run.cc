@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/io.h"
+#include "factory/factory.h"
 #include "vm/vm.h"
 
 namespace vmf {
@@ -57,8 +58,24 @@ void ForwardStdin(AgentClient* agent, const std::atomic<bool>* stop) {
 
 int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_seen) {
   auto start = Clock::now();
+  // The template when there is one (unless --cold); a bad template is an
+  // error rather than a silent cold boot, so that it gets fixed.
+  std::unique_ptr<Factory> factory;
+  if (!opts.cold) {
+    auto t = NewTemplateFactory(opts.config, opts.template_root);
+    if (t.ok()) {
+      factory = std::move(*t);
+    } else if (t.status().code() != Code::kNotFound || t.status().message().rfind("no template", 0) != 0) {
+      std::fprintf(stderr, "vmfactory: the template is not usable: %s\n"
+                   "vmfactory: recreate it with `vmfactory init --force`, or use --cold\n",
+                   t.status().ToString().c_str());
+      return 125;
+    }
+  }
+  if (!factory) factory = NewDirectFactory(opts.config);
+  if (opts.verbose) std::fprintf(stderr, "vmfactory: source: %s\n", factory->Status().dump().c_str());
   StepTimes steps;
-  auto created = VM::Create(opts.config, &steps, cancel);
+  auto created = factory->GetVM(opts.config, &steps, cancel);
   auto interrupted_status = [&]() { return *signal_seen ? 128 + *signal_seen : 0; };
   if (!created.ok()) {
     if (int s = interrupted_status()) {

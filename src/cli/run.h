@@ -14,6 +14,8 @@ struct RunOptions {
   std::vector<std::string> command;
   int timeout_s = 0;  // 0: none
   bool verbose = false;
+  bool cold = false;          // never use the template
+  std::string template_root;  // where the template is looked for
 };
 
 // Returns the process exit status to use: the command's, or 124 on timeout,

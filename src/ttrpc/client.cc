@@ -87,17 +87,19 @@ Result<std::string> Client::CallRaw(const std::string& service, const std::strin
 
   auto pending = std::make_shared<Pending>();
   uint32_t id;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (closed_) return close_reason_.WithContext(what);
-    id = next_id_;
-    next_id_ += 2;
-    if (next_id_ < id) next_id_ = 1;  // wrapped after 2^31 calls
-    pending_[id] = pending;
-  }
   Status wst;
   {
-    std::lock_guard<std::mutex> l(write_mu_);
+    // Ids are taken and sent under one lock: a server rejects a stream id
+    // lower than one it has already seen.
+    std::lock_guard<std::mutex> wl(write_mu_);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return close_reason_.WithContext(what);
+      id = next_id_;
+      next_id_ += 2;
+      if (next_id_ < id) next_id_ = 1;  // wrapped after 2^31 calls
+      pending_[id] = pending;
+    }
     wst = WriteAll(fd_.get(), EncodeFrame(id, kTypeRequest, 0, body), deadline);
   }
   std::unique_lock<std::mutex> l(mu_);

@@ -16,20 +16,6 @@
 namespace vmf {
 namespace {
 
-class StepTimer {
- public:
-  explicit StepTimer(StepTimes* out) : out_(out), start_(Clock::now()) {}
-  void Done(const std::string& step) {
-    auto now = Clock::now();
-    if (out_) out_->emplace_back(step, std::chrono::duration_cast<Duration>(now - start_));
-    start_ = now;
-  }
-
- private:
-  StepTimes* out_;
-  Clock::time_point start_;
-};
-
 Status FillRandom(std::string* buf) {
   size_t got = 0;
   while (got < buf->size()) {

@@ -31,6 +31,21 @@ namespace vmf {
 // Durations of Create's steps, in order, for `-v` and the benchmarks.
 using StepTimes = std::vector<std::pair<std::string, Duration>>;
 
+// Appends (step, time since the previous step) to a StepTimes, if given.
+class StepTimer {
+ public:
+  explicit StepTimer(StepTimes* out) : out_(out), start_(Clock::now()) {}
+  void Done(const std::string& step) {
+    auto now = Clock::now();
+    if (out_) out_->emplace_back(step, std::chrono::duration_cast<Duration>(now - start_));
+    start_ = now;
+  }
+
+ private:
+  StepTimes* out_;
+  Clock::time_point start_;
+};
+
 class VM {
  public:
   // `cancel`, if given, aborts a Create in progress (the VM is killed and

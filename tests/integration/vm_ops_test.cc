@@ -41,7 +41,7 @@ TEST(VmOpsTest, HotplugShowsInsideTheGuest) {
   auto vm = Boot();
   ASSERT_TRUE(vm);
   auto nproc = Exec(*vm, {"nproc"});
-  ASSERT_TRUE(nproc.ok());
+  ASSERT_TRUE(nproc.ok()) << nproc.status().ToString();
   EXPECT_EQ(nproc->out, "1\n");
   long mem_before = MemTotalKiB(*vm);
 
@@ -55,7 +55,7 @@ TEST(VmOpsTest, HotplugShowsInsideTheGuest) {
   EXPECT_EQ(vm->memory_mib(), 384u);
 
   nproc = Exec(*vm, {"nproc"});
-  ASSERT_TRUE(nproc.ok());
+  ASSERT_TRUE(nproc.ok()) << nproc.status().ToString();
   EXPECT_EQ(nproc->out, "2\n");
   long mem_after = MemTotalKiB(*vm);
   EXPECT_GE(mem_after - mem_before, 120 * 1024) << mem_before << " -> " << mem_after;

@@ -1,0 +1,256 @@
+#include "factory/template.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/io.h"
+#include "common/scoped_dir.h"
+#include "vm/vm.h"
+
+namespace vmf {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxTemplateJson = 64 * 1024;
+
+bool IsMountPoint(const std::string& dir) {
+  struct stat a {}, b {};
+  if (::stat(dir.c_str(), &a) != 0) return false;
+  if (::stat((dir + "/..").c_str(), &b) != 0) return false;
+  return a.st_dev != b.st_dev;
+}
+
+json HypervisorToJson(const HypervisorConfig& h) {
+  return json{{"kernel", h.kernel},
+              {"initrd", h.initrd},
+              {"machine", h.machine},
+              {"kernel_params", h.kernel_params},
+              {"vcpus", h.vcpus},
+              {"max_vcpus", h.max_vcpus},
+              {"memory_mib", h.memory_mib},
+              {"memory_slots", h.memory_slots},
+              {"max_memory_mib", h.max_memory_mib}};
+}
+
+Status HypervisorFromJson(const json& j, const std::string& file, HypervisorConfig* h) {
+  try {
+    h->kernel = j.at("kernel").get<std::string>();
+    h->initrd = j.at("initrd").get<std::string>();
+    h->machine = j.at("machine").get<std::string>();
+    h->kernel_params = j.at("kernel_params").get<std::string>();
+    h->vcpus = j.at("vcpus").get<uint32_t>();
+    h->max_vcpus = j.at("max_vcpus").get<uint32_t>();
+    h->memory_mib = j.at("memory_mib").get<uint32_t>();
+    h->memory_slots = j.at("memory_slots").get<uint32_t>();
+    h->max_memory_mib = j.at("max_memory_mib").get<uint32_t>();
+  } catch (const json::exception& e) {
+    return DataLoss(file + ": bad hypervisor section: " + e.what());
+  }
+  return OkStatus();
+}
+
+// Checks that path is a readable regular file of exactly `size` bytes.
+Status CheckFile(const std::string& what, const std::string& path, uint64_t size) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, "template " + what + " file " + path);
+  }
+  if (!S_ISREG(st.st_mode)) return DataLoss("template " + what + " file " + path + " is not a regular file");
+  if (::access(path.c_str(), R_OK) != 0) return ErrnoStatus(errno, "template " + what + " file " + path);
+  if (static_cast<uint64_t>(st.st_size) != size) {
+    return DataLoss("template " + what + " file " + path + " is " + std::to_string(st.st_size) +
+                    " bytes, expected " + std::to_string(size) +
+                    (static_cast<uint64_t>(st.st_size) < size ? " (truncated)" : ""));
+  }
+  return OkStatus();
+}
+
+// Points ROOT/current at gen atomically (a new link renamed over the old).
+Status PublishGeneration(const std::string& root, const std::string& gen_name) {
+  std::string tmp = root + "/.current.tmp";
+  ::unlink(tmp.c_str());
+  if (::symlink(gen_name.c_str(), tmp.c_str()) != 0) return ErrnoStatus(errno, "symlink " + tmp);
+  if (::rename(tmp.c_str(), (root + "/current").c_str()) != 0) {
+    Status st = ErrnoStatus(errno, "rename " + tmp);
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  return OkStatus();
+}
+
+// Removes generations that `current` does not point at. Clones still
+// running keep their private mapping of a removed memory file.
+void RemoveOldGenerations(const std::string& root, const std::string& keep) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    std::string name = e.path().filename();
+    if (name.rfind("gen-", 0) == 0 && name != keep) fs::remove_all(e.path(), ec);
+  }
+}
+
+}  // namespace
+
+std::string DefaultTemplateRoot(const std::string& runtime_dir) { return runtime_dir + "/template"; }
+
+Result<TemplateInfo> LoadTemplate(const std::string& root) {
+  std::string current = root + "/current";
+  std::error_code ec;
+  if (!fs::exists(root, ec)) return NotFound("no template at " + root + " (create one with `vmfactory init`)");
+  if (!fs::is_symlink(current, ec)) return NotFound("no template at " + root + ": " + current + " is missing");
+  std::string gen_name = fs::read_symlink(current, ec).string();
+  if (ec || gen_name.rfind("gen-", 0) != 0 || gen_name.find('/') != std::string::npos) {
+    return DataLoss(current + " does not point at a template generation");
+  }
+  TemplateInfo t;
+  t.root = root;
+  t.generation = root + "/" + gen_name;
+  std::string meta_path = t.generation + "/template.json";
+  VMF_ASSIGN_OR_RETURN(std::string text, ReadFile(meta_path, kMaxTemplateJson));
+  json meta = json::parse(text, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) return DataLoss("template file " + meta_path + " is not valid JSON");
+  t.format_version = meta.value("format_version", 0);
+  if (t.format_version != kTemplateFormatVersion) {
+    return FailedPrecondition("template " + meta_path + " has format version " + std::to_string(t.format_version) +
+                              ", this vmfactory reads version " + std::to_string(kTemplateFormatVersion) +
+                              " (recreate it with `vmfactory init --force`)");
+  }
+  if (!meta.contains("hypervisor") || !meta["hypervisor"].is_object()) {
+    return DataLoss("template file " + meta_path + " has no hypervisor section");
+  }
+  VMF_RETURN_IF_ERROR(HypervisorFromJson(meta["hypervisor"], meta_path, &t.hypervisor));
+  t.created_unix = meta.value("created_unix", int64_t{0});
+  t.memory_bytes = meta.value("memory_bytes", uint64_t{0});
+  t.state_bytes = meta.value("state_bytes", uint64_t{0});
+  if (t.memory_bytes != (uint64_t{t.hypervisor.memory_mib} << 20)) {
+    return DataLoss("template file " + meta_path + " records " + std::to_string(t.memory_bytes) +
+                    " bytes of memory for a " + std::to_string(t.hypervisor.memory_mib) + " MiB VM");
+  }
+  if (t.state_bytes == 0) return DataLoss("template file " + meta_path + " records an empty device state");
+  VMF_RETURN_IF_ERROR(CheckFile("memory", t.memory_path(), t.memory_bytes));
+  VMF_RETURN_IF_ERROR(CheckFile("state", t.state_path(), t.state_bytes));
+  return t;
+}
+
+Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& root, bool force,
+                                    const Progress& progress) {
+  auto step = [&](const std::string& s) {
+    if (progress) progress(s);
+  };
+  VMF_RETURN_IF_ERROR(base.Validate());
+  if (!force) {
+    auto existing = LoadTemplate(root);
+    if (existing.ok()) {
+      return AlreadyExists("a template already exists at " + root + " (use --force to replace it)");
+    }
+  }
+  // 1. The private root: a tmpfs sized for two generations when we may mount.
+  VMF_RETURN_IF_ERROR(MakeDirs(root));
+  ::chmod(root.c_str(), 0700);
+  if (::geteuid() == 0 && !IsMountPoint(root)) {
+    uint64_t size_mib = 2ull * base.hypervisor.memory_mib + 64;
+    std::string opts = "size=" + std::to_string(size_mib) + "m,mode=0700";
+    if (::mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()) == 0) {
+      step("mounted a " + std::to_string(size_mib) + " MiB tmpfs at " + root);
+    } else {
+      step("could not mount a tmpfs at " + root + " (" + std::strerror(errno) + "); using the directory as is");
+    }
+  }
+  // 2. A new generation, invisible until published.
+  std::string gen_name = "gen-" + NewVmId().substr(0, 12);
+  VMF_ASSIGN_OR_RETURN(ScopedDir gen, ScopedDir::Create(root + "/" + gen_name, 0700));
+  VMConfig config = base;
+  config.hypervisor.boot_to_be_template = true;
+  config.hypervisor.boot_from_template = false;
+  config.hypervisor.memory_path = gen.path() + "/memory";
+  config.hypervisor.device_state_path = gen.path() + "/state";
+
+  // 3. Boot it and wait for the agent.
+  step("booting the template VM (" + std::to_string(config.hypervisor.vcpus) + " vCPUs, " +
+       std::to_string(config.hypervisor.memory_mib) + " MiB)");
+  VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config));
+  // 4. No host client may be connected when the state is saved.
+  step("disconnecting the agent and proxy");
+  VMF_RETURN_IF_ERROR(vm->Disconnect());
+  step("pausing");
+  VMF_RETURN_IF_ERROR(vm->Pause());
+  step("saving the device state");
+  VMF_RETURN_IF_ERROR(vm->Save());
+  step("stopping the template VM");
+  VMF_RETURN_IF_ERROR(vm->Stop());
+
+  // 5. Describe it, then publish it.
+  struct stat st {};
+  if (::stat(config.hypervisor.device_state_path.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, "stat " + config.hypervisor.device_state_path);
+  }
+  json meta = {{"format_version", kTemplateFormatVersion},
+               {"created_unix", static_cast<int64_t>(::time(nullptr))},
+               {"vmfactory_version", VMF_VERSION},
+               {"memory_bytes", uint64_t{config.hypervisor.memory_mib} << 20},
+               {"state_bytes", static_cast<uint64_t>(st.st_size)},
+               {"hypervisor", HypervisorToJson(config.hypervisor)}};
+  VMF_RETURN_IF_ERROR(WriteFileAtomic(gen.path() + "/template.json", meta.dump(2) + "\n", 0600));
+  ::chmod(config.hypervisor.memory_path.c_str(), 0600);
+  step("publishing " + gen.path());
+  VMF_RETURN_IF_ERROR(PublishGeneration(root, gen_name));
+  gen.Release();
+  RemoveOldGenerations(root, gen_name);
+  return LoadTemplate(root);
+}
+
+Status DestroyTemplate(const std::string& root) {
+  std::error_code ec;
+  if (!fs::exists(root, ec)) return NotFound("no template at " + root);
+  // Remove the contents first (a tmpfs mount point itself cannot be removed
+  // while mounted), then unmount, then the directory.
+  for (const auto& e : fs::directory_iterator(root, ec)) fs::remove_all(e.path(), ec);
+  if (IsMountPoint(root) && ::umount2(root.c_str(), MNT_DETACH) != 0) {
+    return ErrnoStatus(errno, "unmount " + root);
+  }
+  fs::remove_all(root, ec);
+  if (ec) return Internal("remove " + root + ": " + ec.message());
+  return OkStatus();
+}
+
+std::string TemplateMismatch(const TemplateInfo& t, const VMConfig& req) {
+  const auto& a = t.hypervisor;
+  const auto& b = req.hypervisor;
+  if (a.kernel != b.kernel) return "kernel " + b.kernel + " differs from the template's " + a.kernel;
+  if (a.initrd != b.initrd) return "initrd " + b.initrd + " differs from the template's " + a.initrd;
+  if (a.machine != b.machine) return "machine " + b.machine + " differs from the template's " + a.machine;
+  if (a.kernel_params != b.kernel_params) return "kernel parameters differ from the template's";
+  if (b.vcpus < a.vcpus) return std::to_string(b.vcpus) + " vCPUs is fewer than the template's " + std::to_string(a.vcpus);
+  if (b.vcpus > a.max_vcpus) {
+    return std::to_string(b.vcpus) + " vCPUs is more than the template's hotplug ceiling " + std::to_string(a.max_vcpus);
+  }
+  if (b.memory_mib < a.memory_mib) {
+    return std::to_string(b.memory_mib) + " MiB is less than the template's " + std::to_string(a.memory_mib);
+  }
+  if (b.memory_mib > a.max_memory_mib) {
+    return std::to_string(b.memory_mib) + " MiB is more than the template's hotplug ceiling " +
+           std::to_string(a.max_memory_mib);
+  }
+  return "";
+}
+
+VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request) {
+  VMConfig c = request;
+  c.hypervisor = t.hypervisor;
+  c.hypervisor.qemu_path = request.hypervisor.qemu_path;
+  c.hypervisor.accel = request.hypervisor.accel;
+  c.hypervisor.boot_from_template = true;
+  c.hypervisor.boot_to_be_template = false;
+  c.hypervisor.memory_path = t.memory_path();
+  c.hypervisor.device_state_path = t.state_path();
+  return c;
+}
+
+}  // namespace vmf

@@ -1,0 +1,63 @@
+// Template: a booted VM's saved device state plus its RAM in a file, from
+// which clones start copy-on-write in a fraction of a cold boot.
+//
+// Layout of a template root (private, 0700; a tmpfs sized for the RAM when
+// running as root):
+//   ROOT/gen-ID/memory         guest RAM (written by QEMU, mapped shared)
+//   ROOT/gen-ID/state          device state (QEMU migration stream)
+//   ROOT/gen-ID/template.json  what it was made from, format version, sizes
+//   ROOT/current -> gen-ID     switched atomically once gen-ID is complete
+// A generation becomes visible only when `current` points at it, so a
+// half-written template never exists; a failed init leaves the previous one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "common/status.h"
+#include "vm/config.h"
+
+namespace vmf {
+
+inline constexpr int kTemplateFormatVersion = 1;
+
+struct TemplateInfo {
+  std::string root;        // the template root
+  std::string generation;  // ROOT/gen-ID
+  HypervisorConfig hypervisor;  // what the template VM was booted with
+  int format_version = 0;
+  int64_t created_unix = 0;
+  uint64_t memory_bytes = 0;
+  uint64_t state_bytes = 0;
+  std::string memory_path() const { return generation + "/memory"; }
+  std::string state_path() const { return generation + "/state"; }
+};
+
+using Progress = std::function<void(const std::string& step)>;
+
+// Default template root: RUNTIME/template.
+std::string DefaultTemplateRoot(const std::string& runtime_dir);
+
+// Boots a VM from `config`, waits for its agent, disconnects, pauses, saves
+// its state and stops it, then publishes it as the current template.
+// Refuses to replace a valid template unless `force`.
+Result<TemplateInfo> CreateTemplate(const VMConfig& config, const std::string& root, bool force,
+                                    const Progress& progress = nullptr);
+
+// Reads and checks the current template: every problem (missing, truncated,
+// wrong size, other format version, unreadable) is an error naming the file.
+Result<TemplateInfo> LoadTemplate(const std::string& root);
+
+// Removes the template root completely, unmounting its tmpfs.
+Status DestroyTemplate(const std::string& root);
+
+// Why a clone of `t` cannot serve `request` ("" if it can): a different
+// kernel, initrd, machine or kernel command line, or a size below the
+// template's or above its hotplug ceiling.
+std::string TemplateMismatch(const TemplateInfo& t, const VMConfig& request);
+
+// The config of a clone of `t`, sized as the template (hotplug adds the rest).
+VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request);
+
+}  // namespace vmf
