@@ -74,14 +74,15 @@ std::string Age(int64_t created) {
 int Init(vmf::VMConfig config, const std::string& root, bool force) {
   FitCeilings(&config);
   auto start = vmf::Clock::now();
-  auto last = start;
   auto progress = [&](const std::string& step) {
     auto now = vmf::Clock::now();
     std::fprintf(stderr, "vmfactory init: [%6.2f s] %s\n",
                  std::chrono::duration<double>(now - start).count(), step.c_str());
-    last = now;
   };
-  auto t = vmf::CreateTemplate(config, root, force, progress);
+  vmf::TemplateOptions options;
+  options.force = force;
+  options.progress = progress;
+  auto t = vmf::CreateTemplate(config, root, options);
   if (!t.ok()) return Fail(t.status());
   std::printf("template ready at %s (%u vCPUs, %u MiB) in %.2f s\n", t->generation.c_str(), t->hypervisor.vcpus,
               t->hypervisor.memory_mib,

@@ -139,13 +139,13 @@ Result<TemplateInfo> LoadTemplate(const std::string& root) {
   return t;
 }
 
-Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& root, bool force,
-                                    const Progress& progress) {
+Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& root,
+                                    const TemplateOptions& options) {
   auto step = [&](const std::string& s) {
-    if (progress) progress(s);
+    if (options.progress) options.progress(s);
   };
   VMF_RETURN_IF_ERROR(base.Validate());
-  if (!force) {
+  if (!options.force) {
     auto existing = LoadTemplate(root);
     if (existing.ok()) {
       return AlreadyExists("a template already exists at " + root + " (use --force to replace it)");
@@ -154,7 +154,7 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   // 1. The private root: a tmpfs sized for two generations when we may mount.
   VMF_RETURN_IF_ERROR(MakeDirs(root));
   ::chmod(root.c_str(), 0700);
-  if (::geteuid() == 0 && !IsMountPoint(root)) {
+  if (options.mount_tmpfs && ::geteuid() == 0 && !IsMountPoint(root)) {
     uint64_t size_mib = 2ull * base.hypervisor.memory_mib + 64;
     std::string opts = "size=" + std::to_string(size_mib) + "m,mode=0700";
     if (::mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()) == 0) {

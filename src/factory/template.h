@@ -41,9 +41,15 @@ std::string DefaultTemplateRoot(const std::string& runtime_dir);
 
 // Boots a VM from `config`, waits for its agent, disconnects, pauses, saves
 // its state and stops it, then publishes it as the current template.
+struct TemplateOptions {
+  bool force = false;        // replace a valid template
+  bool mount_tmpfs = true;   // as root, keep the template in a tmpfs of its own
+  Progress progress;         // told each step, if set
+};
+
 // Refuses to replace a valid template unless `force`.
-Result<TemplateInfo> CreateTemplate(const VMConfig& config, const std::string& root, bool force,
-                                    const Progress& progress = nullptr);
+Result<TemplateInfo> CreateTemplate(const VMConfig& config, const std::string& root,
+                                    const TemplateOptions& options);
 
 // Reads and checks the current template: every problem (missing, truncated,
 // wrong size, other format version, unreadable) is an error naming the file.

@@ -147,8 +147,11 @@ class QemuHypervisor : public Hypervisor {
                                                          {"size", uint64_t{mib} << 20}})
                             .status());
     Status st = qmp_->Execute("device_add", json{{"driver", "pc-dimm"}, {"id", dimm}, {"memdev", mem}}).status();
-    if (!st.ok()) (void)qmp_->Execute("object-del", json{{"id", mem}});
-    return st;
+    if (!st.ok()) {
+      (void)qmp_->Execute("object-del", json{{"id", mem}});
+      return st;
+    }
+    return WaitGuestAccepted(dimm, Deadline(std::chrono::seconds(20)));
   }
 
   pid_t pid() const override { return process_.pid(); }
@@ -170,6 +173,30 @@ class QemuHypervisor : public Hypervisor {
       return Unavailable("QEMU is not running" + (process_.valid() ? ": " + ErrorOutput() : ""));
     }
     return OkStatus();
+  }
+
+  // The guest reports, through ACPI _OST, when it has taken a hot-added
+  // device (for a DIMM: the memory is added and, with
+  // memhp_default_state=online, online). Polls until it has.
+  Status WaitGuestAccepted(const std::string& device, const Deadline& deadline) {
+    auto sleep = std::chrono::milliseconds(2);
+    while (true) {
+      VMF_ASSIGN_OR_RETURN(json all, qmp_->Execute("query-acpi-ospm-status"));
+      if (all.is_array()) {
+        for (const json& e : all) {
+          if (!e.is_object() || e.value("device", "") != device) continue;
+          int status = e.value("status", -1);
+          if (e.value("source", 0) == 1 && status == 0) return OkStatus();
+          if (e.value("source", 0) == 1 && status > 0 && status != 0x80) {
+            return Internal("the guest refused hot-added " + device + " (ACPI _OST status " +
+                            std::to_string(status) + ")");
+          }
+        }
+      }
+      if (deadline.expired()) return DeadlineExceeded("the guest did not take hot-added " + device + " in time");
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(sleep * 2, std::chrono::milliseconds(50));
+    }
   }
 
   // Polls query-migrate until it completes; fails on failed/cancelled, on a

@@ -1,6 +1,9 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -8,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace vmf::testing {
@@ -31,6 +35,31 @@ VMConfig TestConfig() {
   c.runtime_dir = TestRuntimeDir();
   c.agent.boot_timeout = std::chrono::seconds(120);
   return c;
+}
+
+const TemplateInfo& SharedTemplate() {
+  static const TemplateInfo info = [] {
+    std::string root = "/tmp/vmf-it-template";
+    UniqueFd lock(::open((root + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    ::flock(lock.get(), LOCK_EX);
+    VMConfig c = TestConfig();
+    auto t = LoadTemplate(root);
+    struct stat initrd {};
+    ::stat(c.hypervisor.initrd.c_str(), &initrd);
+    if (!t.ok() || !TemplateMismatch(*t, c).empty() || t->created_unix < initrd.st_mtime ||
+        t->hypervisor.vcpus != c.hypervisor.vcpus || t->hypervisor.memory_mib != c.hypervisor.memory_mib) {
+      TemplateOptions options;
+      options.force = true;
+      options.mount_tmpfs = false;
+      t = CreateTemplate(c, root, options);
+    }
+    if (!t.ok()) {
+      std::fprintf(stderr, "cannot make the shared template: %s\n", t.status().ToString().c_str());
+      std::abort();
+    }
+    return *t;
+  }();
+  return info;
 }
 
 Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data) {

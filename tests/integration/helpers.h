@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "factory/template.h"
 #include "vm/config.h"
 #include "vm/vm.h"
 
@@ -13,6 +14,11 @@ namespace vmf::testing {
 // process, so that leftovers can be counted.
 VMConfig TestConfig();
 const std::string& TestRuntimeDir();
+
+// The template shared by every test process: made once per build of the
+// guest image (under a file lock, so parallel tests wait for one another)
+// and reused across runs while it still fits TestConfig().
+const TemplateInfo& SharedTemplate();
 
 struct ExecResult {
   int exit_code = -1;
