@@ -7,6 +7,7 @@
 #include <ctime>
 #include <thread>
 
+#include "cli/bench.h"
 #include "cli/run.h"
 #include "factory/template.h"
 #include "common/log.h"
@@ -132,6 +133,17 @@ int main(int argc, char** argv) {
   AddVmOptions(init_cmd, &init_config);
   init_cmd->add_flag("--force", force, "replace an existing template");
 
+  vmf::BenchOptions bench;
+  bench.config = vmf::DefaultVMConfig();
+  auto* bench_cmd = app.add_subcommand("bench", "time and size cold boots against template clones");
+  AddVmOptions(bench_cmd, &bench.config);
+  bench_cmd->add_option("--modes", bench.modes, "comma-separated: cold, template")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench_cmd->add_option("--iterations", bench.iterations, "latency samples per mode")->capture_default_str();
+  bench_cmd->add_option("--concurrency-mem", bench.concurrency_mem, "VMs alive at once to measure memory")
+      ->capture_default_str();
+
   auto* status_cmd = app.add_subcommand("status", "describe the template");
   auto* destroy_cmd = app.add_subcommand("destroy", "remove the template completely");
   auto* version_cmd = app.add_subcommand("version", "print the version");
@@ -160,6 +172,10 @@ int main(int argc, char** argv) {
     FitCeilings(&run.config);
     run.template_root = template_root;
     return vmf::RunCommand(run, &cancel, signals.signal_seen());
+  }
+  if (bench_cmd->parsed()) {
+    FitCeilings(&bench.config);
+    return vmf::RunBench(bench, &cancel, signals.signal_seen());
   }
   return 0;
 }
