@@ -9,6 +9,9 @@
 
 #include "cli/bench.h"
 #include "cli/run.h"
+#include "config/config_file.h"
+#include "daemon/client.h"
+#include "daemon/daemon.h"
 #include "factory/template.h"
 #include "common/log.h"
 #include "vm/config.h"
@@ -108,33 +111,102 @@ int PrintStatus(const std::string& root) {
   return 0;
 }
 
+// `--config FILE` must be known before the other options get their
+// defaults from it, so it is found ahead of the full parse.
+std::string FindConfigArg(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") break;
+    if (a == "--config" && i + 1 < argc) return argv[i + 1];
+    if (a.rfind("--config=", 0) == 0) return a.substr(9);
+  }
+  return "";
+}
+
+int PrintDaemonStatus(const std::string& socket) {
+  auto client = vmf::DaemonClient::Connect(socket);
+  if (!client.ok()) {
+    std::printf("daemon: not running (%s)\n", socket.c_str());
+    return 0;
+  }
+  auto s = (*client)->Status();
+  if (!s.ok()) return Fail(s.status());
+  std::printf("daemon: pid %d on %s, base %s\n", s->daemon_pid(), socket.c_str(), s->base_source().c_str());
+  std::printf("  pool: %d ready of %d, %d booting, %llu failed", s->ready_size(), s->target(), s->booting(),
+              static_cast<unsigned long long>(s->failures()));
+  if (s->replaced() > 0) std::printf(", %llu replaced", static_cast<unsigned long long>(s->replaced()));
+  std::printf("\n");
+  if (!s->last_error().empty()) {
+    std::printf("  last error: %s (next try in %lld ms)\n", s->last_error().c_str(),
+                static_cast<long long>(s->retry_in_ms()));
+  }
+  for (const auto& r : s->ready()) {
+    std::printf("  ready      %s qemu pid %d proxy pid %d\n", r.id().c_str(), r.qemu_pid(), r.proxy_pid());
+  }
+  for (const auto& h : s->handed_out()) {
+    std::printf("  handed out %s qemu pid %d proxy pid %d owner pid %d\n", h.id().c_str(), h.qemu_pid(),
+                h.proxy_pid(), h.owner_pid());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Defaults come from the config file when one is given, else built in.
+  vmf::Config config = vmf::DefaultConfig();
+  std::string config_path = FindConfigArg(argc, argv);
+  if (!config_path.empty()) {
+    auto loaded = vmf::LoadConfigFile(config_path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "vmfactory: %s\n", loaded.status().ToString().c_str());
+      return 2;
+    }
+    config = std::move(*loaded);
+  }
+
   CLI::App app{"vmfactory: hardware-isolated Linux VMs, fast"};
   app.require_subcommand(1);
   std::string log_level = "warn";
+  app.add_option("--config", config_path, "TOML configuration file (built-in defaults without one)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
-  std::string template_root = vmf::DefaultTemplateRoot(vmf::DefaultRuntimeDir());
+  std::string template_root = config.factory.template_path;
   app.add_option("--template-path", template_root, "template directory")->capture_default_str();
+  std::string daemon_socket = config.factory.vm_cache_endpoint;
+  app.add_option("--socket", daemon_socket, "the daemon's socket")->capture_default_str();
 
   vmf::RunOptions run;
-  run.config = vmf::DefaultVMConfig();
+  run.config = config.vm;
   auto* run_cmd = app.add_subcommand("run", "run a command in a fresh VM and exit with its status");
   AddVmOptions(run_cmd, &run.config);
   run_cmd->add_option("--timeout", run.timeout_s, "stop the VM after this many seconds (0: never)");
   run_cmd->add_flag("-v,--verbose", run.verbose, "print how long each step took");
-  run_cmd->add_flag("--cold", run.cold, "cold boot even if a template exists");
+  run_cmd->add_flag("--cold", run.cold, "cold boot, even if a daemon or a template is there");
   run_cmd->add_option("command", run.command, "command and arguments (after --)")->required();
 
-  vmf::VMConfig init_config = vmf::DefaultVMConfig();
+  vmf::VMConfig init_config = config.vm;
   bool force = false;
   auto* init_cmd = app.add_subcommand("init", "make the template VM that clones start from");
   AddVmOptions(init_cmd, &init_config);
   init_cmd->add_flag("--force", force, "replace an existing template");
 
+  vmf::DaemonOptions serve;
+  serve.vm = config.vm;
+  serve.cache_number = config.factory.vm_cache_number;
+  serve.parallelism = config.factory.vm_cache_parallelism;
+  serve.use_template = config.factory.enable_template;
+  serve.metrics_address = config.metrics.address;
+  auto* serve_cmd = app.add_subcommand("serve", "keep a pool of ready VMs and hand them to other processes");
+  AddVmOptions(serve_cmd, &serve.vm);
+  serve_cmd->add_option("--cache", serve.cache_number, "VMs kept ready")->capture_default_str();
+  serve_cmd->add_option("--parallelism", serve.parallelism, "concurrent refills")->capture_default_str();
+  serve_cmd->add_option("--metrics", serve.metrics_address, "host:port for Prometheus metrics; \"\" disables")
+      ->capture_default_str();
+  bool no_template = false;
+  serve_cmd->add_flag("--no-template", no_template, "cold-boot the pool even if a template exists");
+
   vmf::BenchOptions bench;
-  bench.config = vmf::DefaultVMConfig();
+  bench.config = config.vm;
   auto* bench_cmd = app.add_subcommand("bench", "time and size cold boots against template clones");
   AddVmOptions(bench_cmd, &bench.config);
   bench_cmd->add_option("--modes", bench.modes, "comma-separated: cold, template")
@@ -144,18 +216,31 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--concurrency-mem", bench.concurrency_mem, "VMs alive at once to measure memory")
       ->capture_default_str();
 
-  auto* status_cmd = app.add_subcommand("status", "describe the template");
-  auto* destroy_cmd = app.add_subcommand("destroy", "remove the template completely");
+  auto* status_cmd = app.add_subcommand("status", "describe the daemon, its pool and the template");
+  auto* destroy_cmd = app.add_subcommand("destroy", "stop the daemon and remove the template completely");
   auto* version_cmd = app.add_subcommand("version", "print the version");
   CLI11_PARSE(app, argc, argv);
 
-  vmf::InitLogging(log_level);
+  vmf::InitLogging(serve_cmd->parsed() && log_level == "warn" ? "info" : log_level);
   if (version_cmd->parsed()) {
     std::printf("vmfactory %s\n", VMF_VERSION);
     return 0;
   }
-  if (status_cmd->parsed()) return PrintStatus(template_root);
+  if (status_cmd->parsed()) {
+    int rc = PrintDaemonStatus(daemon_socket);
+    return std::max(rc, PrintStatus(template_root));
+  }
   if (destroy_cmd->parsed()) {
+    if (auto client = vmf::DaemonClient::Connect(daemon_socket); client.ok()) {
+      vmf::Status st = (*client)->Quit();
+      if (!st.ok()) return Fail(st);
+      // The daemon removes its socket once its pool is stopped.
+      vmf::Deadline d(std::chrono::seconds(60));
+      while (vmf::DaemonClient::Connect(daemon_socket).ok() && !d.expired()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      std::printf("stopped the daemon on %s\n", daemon_socket.c_str());
+    }
     vmf::Status st = vmf::DestroyTemplate(template_root);
     if (st.code() == vmf::Code::kNotFound) {
       std::printf("no template at %s\n", template_root.c_str());
@@ -171,7 +256,17 @@ int main(int argc, char** argv) {
   if (run_cmd->parsed()) {
     FitCeilings(&run.config);
     run.template_root = template_root;
+    run.daemon_socket = daemon_socket;
     return vmf::RunCommand(run, &cancel, signals.signal_seen());
+  }
+  if (serve_cmd->parsed()) {
+    FitCeilings(&serve.vm);
+    serve.socket_path = daemon_socket;
+    serve.template_path = template_root;
+    if (no_template) serve.use_template = false;
+    vmf::Status st = vmf::RunDaemon(serve, &cancel);
+    if (!st.ok()) return Fail(st);
+    return 0;
   }
   if (bench_cmd->parsed()) {
     FitCeilings(&bench.config);

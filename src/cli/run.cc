@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/io.h"
+#include "daemon/client.h"
 #include "factory/factory.h"
 #include "vm/vm.h"
 
@@ -56,26 +57,41 @@ void ForwardStdin(AgentClient* agent, const std::atomic<bool>* stop) {
 
 }  // namespace
 
-int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_seen) {
-  auto start = Clock::now();
-  // The template when there is one (unless --cold); a bad template is an
-  // error rather than a silent cold boot, so that it gets fixed.
-  std::unique_ptr<Factory> factory;
+Result<std::unique_ptr<VM>> AcquireVM(const RunOptions& opts, StepTimes* steps, CancelToken* cancel) {
   if (!opts.cold) {
+    // 1. A running daemon's pool.
+    std::string sock = opts.daemon_socket.empty() ? DefaultDaemonSocket(DefaultRuntimeDir()) : opts.daemon_socket;
+    if (auto daemon = DaemonClient::Connect(sock); daemon.ok()) {
+      StepTimer timer(steps);
+      VMF_ASSIGN_OR_RETURN(auto handed, (*daemon)->GetVM(opts.config.hypervisor.vcpus, opts.config.hypervisor.memory_mib,
+                                                         Deadline(opts.config.agent.boot_timeout)));
+      timer.Done("daemon GetVM (" + handed.source() + ")");
+      if (opts.verbose) std::fprintf(stderr, "vmfactory: source: daemon at %s, %s\n", sock.c_str(), handed.source().c_str());
+      VMF_ASSIGN_OR_RETURN(auto vm, VM::Attach(HandleFromProto(handed), opts.config));
+      vm->KillOnCancel(cancel);
+      timer.Done("attach");
+      return vm;
+    }
+    // 2. The template, when there is one. A bad template is an error rather
+    //    than a silent cold boot, so that it gets fixed.
     auto t = NewTemplateFactory(opts.config, opts.template_root);
     if (t.ok()) {
-      factory = std::move(*t);
-    } else if (t.status().code() != Code::kNotFound || t.status().message().rfind("no template", 0) != 0) {
-      std::fprintf(stderr, "vmfactory: the template is not usable: %s\n"
-                   "vmfactory: recreate it with `vmfactory init --force`, or use --cold\n",
-                   t.status().ToString().c_str());
-      return 125;
+      if (opts.verbose) std::fprintf(stderr, "vmfactory: source: template at %s\n", opts.template_root.c_str());
+      return (*t)->GetVM(opts.config, steps, cancel);
+    }
+    if (t.status().code() != Code::kNotFound || t.status().message().rfind("no template", 0) != 0) {
+      return t.status().WithContext("the template is not usable (recreate it with `vmfactory init --force`, or use --cold)");
     }
   }
-  if (!factory) factory = NewDirectFactory(opts.config);
-  if (opts.verbose) std::fprintf(stderr, "vmfactory: source: %s\n", factory->Status().dump().c_str());
+  // 3. A cold boot.
+  if (opts.verbose) std::fprintf(stderr, "vmfactory: source: cold boot\n");
+  return VM::Create(opts.config, steps, cancel);
+}
+
+int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_seen) {
+  auto start = Clock::now();
   StepTimes steps;
-  auto created = factory->GetVM(opts.config, &steps, cancel);
+  auto created = AcquireVM(opts, &steps, cancel);
   auto interrupted_status = [&]() { return *signal_seen ? 128 + *signal_seen : 0; };
   if (!created.ok()) {
     if (int s = interrupted_status()) {
@@ -86,6 +102,10 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
     return 125;
   }
   std::unique_ptr<VM> vm = std::move(created).value();
+  if (int s = interrupted_status()) {
+    std::fprintf(stderr, "vmfactory: interrupted; the VM was stopped\n");
+    return s;  // vm stops as it goes out of scope
+  }
   if (opts.verbose) {
     for (const auto& [name, d] : steps) PrintStep(name, d);
   }

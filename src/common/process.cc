@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -100,7 +101,14 @@ std::optional<int> ChildProcess::Poll() {
   if (exit_status_) return exit_status_;
   if (pid_ <= 0) return std::nullopt;
   if (!ours_) {
-    if (::kill(pid_, 0) != 0 && errno == ESRCH) exit_status_ = 0;
+    // Not our child (or not waited for by us): gone when /proc has no
+    // entry, or only a zombie left for its parent to reap.
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exit_status_ = status;
+    } else if (!ProcessAlive(pid_)) {
+      exit_status_ = 0;
+    }
     return exit_status_;
   }
   int status = 0;
@@ -142,6 +150,21 @@ void ChildProcess::Stop(Duration grace) {
 }
 
 pid_t ChildProcess::Release() { return std::exchange(pid_, -1); }
+
+bool ProcessAlive(pid_t pid) {
+  if (pid <= 0) return false;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  char buf[512];
+  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // "pid (comm) S ...": the state follows the last ')'.
+  const char* close = std::strrchr(buf, ')');
+  return close && close[1] == ' ' && close[2] != 'Z' && close[2] != 'X';
+}
 
 std::string DescribeWaitStatus(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));

@@ -38,7 +38,7 @@ class ChildProcess {
   static Result<ChildProcess> Spawn(const std::vector<std::string>& argv,
                                     const SpawnOptions& opts = {});
   // Adopts a process we did not start (for example a VM handed over by a
-  // daemon); such a process is never waited for, only signalled.
+  // daemon): it is signalled, and reaped only if it happens to be our child.
   static ChildProcess Adopt(pid_t pid);
 
   pid_t pid() const { return pid_; }
@@ -61,6 +61,9 @@ class ChildProcess {
   bool ours_ = true;  // our child: we can waitpid() it
   std::optional<int> exit_status_;
 };
+
+// Whether pid names a live (not zombie) process.
+bool ProcessAlive(pid_t pid);
 
 // Human-readable form of a wait status: "exit code 3", "killed by signal 9".
 std::string DescribeWaitStatus(int status);

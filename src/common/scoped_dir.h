@@ -21,6 +21,9 @@ class ScopedDir {
   // created 0700 as needed.
   static Result<ScopedDir> Create(const std::string& path, int mode = 0700);
 
+  // Takes ownership of an existing directory (handed over by another process).
+  static ScopedDir Adopt(std::string path) { return ScopedDir(std::move(path)); }
+
   const std::string& path() const { return path_; }
   bool valid() const { return !path_.empty(); }
   void Remove();

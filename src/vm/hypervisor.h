@@ -39,11 +39,20 @@ class Hypervisor {
   virtual std::string qmp_socket() const = 0;
   // The tail of the VM process's own error output, for error messages.
   virtual std::string ErrorOutput() const = 0;
+  // Gives up the process without stopping it (it is handed to another
+  // process) and closes the control channel, which accepts one client.
+  virtual pid_t Release() = 0;
 };
 
 // QEMU driven over QMP. All files live in `dir` (the VM's runtime dir).
 std::unique_ptr<Hypervisor> NewQemuHypervisor(const std::string& id, const HypervisorConfig& config,
                                               const std::string& dir);
+
+// Takes over a running QEMU (started by another process) and connects to
+// its control channel.
+Result<std::unique_ptr<Hypervisor>> AttachQemuHypervisor(const std::string& id, const HypervisorConfig& config,
+                                                         const std::string& dir, pid_t pid,
+                                                         const Deadline& deadline);
 
 // The QEMU command line for a config (exposed for tests and `-v` output).
 std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig& config,

@@ -154,6 +154,18 @@ class QemuHypervisor : public Hypervisor {
     return WaitGuestAccepted(dimm, Deadline(std::chrono::seconds(20)));
   }
 
+  pid_t Release() override {
+    qmp_.reset();
+    return process_.Release();
+  }
+
+  Status Attach(pid_t pid, const Deadline& deadline) {
+    process_ = ChildProcess::Adopt(pid);
+    if (!process_.Running()) return Unavailable("QEMU (pid " + std::to_string(pid) + ") is not running");
+    VMF_ASSIGN_OR_RETURN(qmp_, qmp::QmpClient::Connect(qmp_socket(), deadline));
+    return OkStatus();
+  }
+
   pid_t pid() const override { return process_.pid(); }
   bool Running() override { return process_.Running(); }
   std::string agent_socket() const override { return dir_ + "/agent.sock"; }
@@ -273,6 +285,18 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
     argv.push_back("defer");
   }
   return argv;
+}
+
+Result<std::unique_ptr<Hypervisor>> AttachQemuHypervisor(const std::string& id, const HypervisorConfig& config,
+                                                         const std::string& dir, pid_t pid,
+                                                         const Deadline& deadline) {
+  auto h = std::make_unique<QemuHypervisor>(id, config, dir);
+  Status st = h->Attach(pid, deadline);
+  if (!st.ok()) {
+    h->Release();  // not ours to stop when attaching failed
+    return st;
+  }
+  return std::unique_ptr<Hypervisor>(std::move(h));
 }
 
 std::unique_ptr<Hypervisor> NewQemuHypervisor(const std::string& id, const HypervisorConfig& config,

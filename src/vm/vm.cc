@@ -81,12 +81,7 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   vm->hypervisor_ = NewQemuHypervisor(vm->id_, config.hypervisor, vm->dir_.path());
   VMF_RETURN_IF_ERROR(vm->Explain(vm->hypervisor_->Start(deadline)));
   timer.Done("qemu start");
-  if (cancel) {
-    // Killing QEMU (not yet reaped, so its pid cannot be reused) closes the
-    // agent channel: the proxy exits and every wait below fails at once.
-    vm->cancel_ = cancel;
-    vm->cancel_handle_ = cancel->OnCancel([pid = vm->qemu_pid()] { ::kill(pid, SIGKILL); });
-  }
+  vm->KillOnCancel(cancel);
   auto cancelled = [&] { return cancel && cancel->cancelled() ? Cancelled("VM creation was cancelled") : OkStatus(); };
   VMF_RETURN_IF_ERROR(cancelled());
 
@@ -106,6 +101,68 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
     timer.Done("guest boot + agent ready");
   }
   vm->log_->info("VM ready: qemu pid {}, proxy pid {}", vm->qemu_pid(), vm->proxy_pid());
+  return vm;
+}
+
+void VM::KillOnCancel(CancelToken* cancel) {
+  if (!cancel || cancel_) return;
+  // Killing QEMU (not yet reaped, so its pid cannot be reused) closes the
+  // agent channel: the proxy exits and every pending agent call fails at once.
+  cancel_ = cancel;
+  cancel_handle_ = cancel->OnCancel([pid = qemu_pid()] { ::kill(pid, SIGKILL); });
+}
+
+VMHandle VM::handle() const {
+  VMHandle h;
+  h.id = id_;
+  h.runtime_dir = dir_.path();
+  h.qmp_socket = hypervisor_ ? hypervisor_->qmp_socket() : "";
+  h.proxy_url = proxy_url();
+  h.qemu_pid = qemu_pid();
+  h.proxy_pid = proxy_pid();
+  h.cpus = cpus_;
+  h.memory_mib = memory_mib_;
+  return h;
+}
+
+VMHandle VM::Release() {
+  VMHandle h = handle();
+  log_->info("handing over (qemu pid {}, proxy pid {})", h.qemu_pid, h.proxy_pid);
+  if (cancel_) cancel_->Remove(cancel_handle_);
+  cancel_ = nullptr;
+  if (agent_) agent_->Close();
+  agent_.reset();
+  if (hypervisor_) hypervisor_->Release();
+  hypervisor_.reset();
+  proxy_.Release();
+  dir_.Release();
+  sandbox_link_.clear();
+  return h;
+}
+
+Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg) {
+  VMConfig config = cfg;
+  config.hypervisor.vcpus = h.cpus;
+  config.hypervisor.memory_mib = h.memory_mib;
+  VMF_RETURN_IF_ERROR(ValidateId("VM id", h.id));
+  if (h.runtime_dir.empty() || h.runtime_dir.find("/vm/" + h.id) == std::string::npos) {
+    return InvalidArgument("VM runtime dir '" + h.runtime_dir + "' does not belong to VM " + h.id);
+  }
+  std::unique_ptr<VM> vm(new VM(config, h.id));
+  Deadline deadline(std::chrono::seconds(10));
+  // Adopt first, so that a failure below still stops what we were given.
+  vm->dir_ = ScopedDir::Adopt(h.runtime_dir);
+  vm->proxy_ = ChildProcess::Adopt(h.proxy_pid);
+  vm->restored_ = true;
+  auto hyp = AttachQemuHypervisor(h.id, config.hypervisor, h.runtime_dir, h.qemu_pid, deadline);
+  if (!hyp.ok()) {
+    // It is ours now, and unusable: stop it rather than leak it.
+    ChildProcess::Adopt(h.qemu_pid).Stop(std::chrono::milliseconds(500));
+    return hyp.status().WithContext("attach VM " + h.id);
+  }
+  vm->hypervisor_ = std::move(*hyp);
+  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
+  vm->log_->info("attached (qemu pid {}, proxy pid {})", h.qemu_pid, h.proxy_pid);
   return vm;
 }
 

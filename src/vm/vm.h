@@ -46,6 +46,18 @@ class StepTimer {
   Clock::time_point start_;
 };
 
+// Everything another process needs to take a running VM over.
+struct VMHandle {
+  std::string id;
+  std::string runtime_dir;  // the VM's own dir (sockets, logs)
+  std::string qmp_socket;
+  std::string proxy_url;
+  pid_t qemu_pid = -1;
+  pid_t proxy_pid = -1;
+  uint32_t cpus = 0;
+  uint32_t memory_mib = 0;
+};
+
 class VM {
  public:
   // `cancel`, if given, aborts a Create in progress (the VM is killed and
@@ -53,6 +65,9 @@ class VM {
   // pending agent call fails at once.
   static Result<std::unique_ptr<VM>> Create(const VMConfig& config, StepTimes* times = nullptr,
                                             CancelToken* cancel = nullptr);
+  // Takes over a VM that another process created and Release()d: adopts
+  // QEMU, the proxy and the runtime dir, and connects to QMP and the agent.
+  static Result<std::unique_ptr<VM>> Attach(const VMHandle& handle, const VMConfig& config);
   ~VM();
   VM(const VM&) = delete;
   VM& operator=(const VM&) = delete;
@@ -89,6 +104,14 @@ class VM {
   // Binds the VM to a sandbox id: RUNTIME/sandbox/ID becomes a link to the
   // VM's dir. The id is validated (no path separators or traversal).
   Status AssignSandbox(const std::string& sandbox_id);
+
+  // From now on, cancelling `cancel` kills QEMU (Create does this itself).
+  void KillOnCancel(CancelToken* cancel);
+
+  // Hands the VM to another process: keeps QEMU, the proxy and the runtime
+  // dir alive, closes our connections, and returns what the taker needs.
+  VMHandle Release();
+  VMHandle handle() const;
 
   // Whether QEMU is still running.
   bool Running() { return hypervisor_ && hypervisor_->Running(); }

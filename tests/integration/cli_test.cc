@@ -3,7 +3,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "common/io.h"
@@ -99,6 +102,58 @@ TEST(CliTest, InterruptStopsTheVmAndLeavesNothing) {
     EXPECT_EQ(r.status, 128 + SIGINT) << r.err;
     ExpectNothingLeft();
   }
+}
+
+int MountsUnder(const std::string& path) {
+  std::ifstream f("/proc/self/mountinfo");
+  std::string line;
+  int n = 0;
+  while (std::getline(f, line)) n += line.find(" " + path + " ") != std::string::npos;
+  return n;
+}
+
+TEST(CliTest, InitStatusRunFromTemplateDestroy) {
+  std::string root = CliRuntimeDir() + "/tmpl";
+  auto r = RunCli({"--template-path", root, "status"});
+  EXPECT_NE(r.out.find("none usable"), std::string::npos) << r.out;
+
+  r = RunCli({"--template-path", root, "init"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("saving the device state"), std::string::npos) << "init shows its steps: " << r.err;
+  EXPECT_NE(r.out.find("template ready"), std::string::npos) << r.out;
+  struct stat sb {};
+  ASSERT_EQ(::stat(root.c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 0777, 0700u);
+  if (::geteuid() == 0) {
+    EXPECT_EQ(MountsUnder(root), 1) << "as root the template lives in its own tmpfs";
+  }
+
+  r = RunCli({"--template-path", root, "init"});
+  EXPECT_NE(r.status, 0) << "init refuses to replace a template without --force";
+  EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+
+  r = RunCli({"--template-path", root, "status"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("256 MiB"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("format version 1"), std::string::npos) << r.out;
+
+  r = RunCli({"--template-path", root, "run", "-v", "--", "cat", "/proc/sys/kernel/random/uuid"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.size(), 37u) << r.out;
+  EXPECT_NE(r.err.find("restore + resume"), std::string::npos) << "served by a clone: " << r.err;
+
+  r = RunCli({"--template-path", root, "run", "-v", "--cold", "--", "true"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err.find("restore + resume"), std::string::npos) << "--cold boots cold: " << r.err;
+
+  r = RunCli({"--template-path", root, "init", "--force"});
+  EXPECT_EQ(r.status, 0) << r.err;
+
+  r = RunCli({"--template-path", root, "destroy"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(root));
+  EXPECT_EQ(MountsUnder(root), 0);
+  ExpectNothingLeft();
 }
 
 TEST(CliTest, BadArgumentsAreClearErrors) {

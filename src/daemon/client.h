@@ -1,0 +1,37 @@
+// DaemonClient: talks to `vmfactory serve` over its unix socket.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "factory.pb.h"
+#include "ttrpc/client.h"
+#include "vm/vm.h"
+
+namespace vmf {
+
+inline constexpr const char* kFactoryService = "vmfactory.v1.Factory";
+
+// RUNTIME/daemon.sock
+std::string DefaultDaemonSocket(const std::string& runtime_dir);
+
+class DaemonClient {
+ public:
+  // Fails at once (UNAVAILABLE/NOT_FOUND) if no daemon listens there.
+  static Result<std::unique_ptr<DaemonClient>> Connect(const std::string& socket_path);
+
+  Result<vmfactory::v1::VM> GetVM(uint32_t cpus, uint32_t memory_mib, const Deadline& deadline);
+  Result<vmfactory::v1::StatusResponse> Status();
+  Result<vmfactory::v1::ConfigResponse> Config();
+  vmf::Status Quit();
+
+ private:
+  explicit DaemonClient(std::unique_ptr<ttrpc::Client> c) : client_(std::move(c)) {}
+  std::unique_ptr<ttrpc::Client> client_;
+};
+
+VMHandle HandleFromProto(const vmfactory::v1::VM& vm);
+
+}  // namespace vmf

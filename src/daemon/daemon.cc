@@ -1,0 +1,406 @@
+#include "daemon/daemon.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <httplib.h>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/io.h"
+#include "common/scoped_dir.h"
+#include "daemon/client.h"
+#include "daemon/metrics.h"
+#include "factory.pb.h"
+#include "factory/cache.h"
+#include "factory/factory.h"
+#include "ttrpc/server.h"
+
+namespace vmf {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The start time of a process (clock ticks since boot), which tells a
+// process from a later one that reuses its pid. 0 if it is gone.
+uint64_t StartTime(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto close = s.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(s.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 22) return std::stoull(field);
+  }
+  return 0;
+}
+
+struct HandedOutVm {
+  VMHandle handle;
+  pid_t owner = -1;
+  uint64_t owner_start = 0;
+  UniqueFd owner_pidfd;  // readable once the owner has exited
+};
+
+json HandleToJson(const VMHandle& h) {
+  return {{"id", h.id},           {"runtime_dir", h.runtime_dir}, {"qmp_socket", h.qmp_socket},
+          {"proxy_url", h.proxy_url}, {"qemu_pid", h.qemu_pid},   {"proxy_pid", h.proxy_pid},
+          {"cpus", h.cpus},       {"memory_mib", h.memory_mib}};
+}
+
+class Daemon {
+ public:
+  Daemon(const DaemonOptions& opts, CancelToken* stop) : opts_(opts), stop_(stop) {}
+
+  Status Run() {
+    std::string runtime = opts_.vm.runtime_dir.empty() ? DefaultRuntimeDir() : opts_.vm.runtime_dir;
+    records_dir_ = runtime + "/daemon";
+    VMF_RETURN_IF_ERROR(MakeDirs(records_dir_));
+    VMF_RETURN_IF_ERROR(MakeDirs(fs::path(opts_.socket_path).parent_path().string()));
+    // 1. One daemon per socket: a lock held for our lifetime decides, so a
+    //    socket left by a dead daemon can be taken over safely.
+    std::string lock_path = opts_.socket_path + ".lock";
+    lock_ = UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock_) return ErrnoStatus(errno, "open " + lock_path);
+    if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+      return AlreadyExists("another vmfactory daemon is serving " + opts_.socket_path);
+    }
+    if (fs::exists(opts_.socket_path)) {
+      spdlog::info("taking over the stale socket {}", opts_.socket_path);
+      ::unlink(opts_.socket_path.c_str());
+    }
+    VMF_ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenUnix(opts_.socket_path));
+
+    // 2. VMs handed out by an earlier instance: keep watching their owners.
+    AdoptRecords();
+
+    // 3. The base source and the pool.
+    std::unique_ptr<Factory> base;
+    std::string base_source = "direct";
+    if (opts_.use_template) {
+      auto t = NewTemplateFactory(opts_.vm, opts_.template_path);
+      if (t.ok()) {
+        base = std::move(*t);
+        base_source = "template";
+      } else {
+        spdlog::info("no usable template ({}); the pool cold-boots", t.status().ToString());
+      }
+    }
+    if (!base) base = NewDirectFactory(opts_.vm);
+    base_source_ = base_source;
+    if (opts_.cache_number > 0) {
+      CacheOptions co;
+      co.target = opts_.cache_number;
+      co.parallelism = opts_.parallelism;
+      co.base_source = base_source;
+      auto cache = std::make_unique<VMCache>(std::move(base), co, &metrics_);
+      cache_ = cache.get();
+      factory_ = std::move(cache);
+    } else {
+      factory_ = std::move(base);
+    }
+
+    // 4. Metrics over HTTP.
+    if (!opts_.metrics_address.empty()) VMF_RETURN_IF_ERROR(StartMetrics());
+
+    // 5. The API.
+    RegisterApi();
+    watcher_ = std::thread([this] { WatchHandedOut(); });
+    int handle = stop_->OnCancel([this] { server_.Shutdown(); });
+    spdlog::info("serving on {} (pool of {}, base: {})", opts_.socket_path, opts_.cache_number, base_source);
+    Status st = server_.Serve(std::move(listen_fd));
+    stop_->Remove(handle);
+
+    // 6. On the way out: stop serving, stop the pool, remove the socket.
+    spdlog::info("shutting down");
+    ::unlink(opts_.socket_path.c_str());
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      quitting_ = true;
+    }
+    cv_.notify_all();
+    if (watcher_.joinable()) watcher_.join();
+    if (quit_thread_.joinable()) quit_thread_.join();
+    factory_->Close();
+    factory_.reset();
+    if (http_) {
+      http_->stop();
+      if (http_thread_.joinable()) http_thread_.join();
+    }
+    ::unlink(lock_path.c_str());
+    return st;
+  }
+
+ private:
+  Status StartMetrics() {
+    auto colon = opts_.metrics_address.rfind(':');
+    if (colon == std::string::npos) return InvalidArgument("metrics.address: '" + opts_.metrics_address + "' is not host:port");
+    std::string host = opts_.metrics_address.substr(0, colon);
+    int port = std::atoi(opts_.metrics_address.c_str() + colon + 1);
+    http_ = std::make_unique<httplib::Server>();
+    http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics_.Render(), "text/plain; version=0.0.4");
+    });
+    if (!http_->bind_to_port(host, port)) {
+      return Unavailable("metrics.address: cannot listen on " + opts_.metrics_address);
+    }
+    http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+    spdlog::info("metrics on http://{}/metrics", opts_.metrics_address);
+    return OkStatus();
+  }
+
+  void RegisterApi() {
+    server_.Register(kFactoryService, "GetVM", [this](const std::string& payload, const ttrpc::Peer& peer) {
+      return GetVM(payload, peer);
+    });
+    server_.Register(kFactoryService, "Status", [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
+      return StatusProto().SerializeAsString();
+    });
+    server_.Register(kFactoryService, "Config", [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
+      vmfactory::v1::ConfigResponse c;
+      c.set_cpus(opts_.vm.hypervisor.vcpus);
+      c.set_memory_mib(opts_.vm.hypervisor.memory_mib);
+      c.set_kernel(opts_.vm.hypervisor.kernel);
+      c.set_initrd(opts_.vm.hypervisor.initrd);
+      c.set_cache_target(opts_.cache_number);
+      c.set_template_enabled(opts_.use_template);
+      c.set_template_path(opts_.template_path);
+      return c.SerializeAsString();
+    });
+    server_.Register(kFactoryService, "Quit", [this](const std::string&, const ttrpc::Peer& peer) -> Result<std::string> {
+      spdlog::info("quit requested by pid {}", peer.pid);
+      // Reply first; stop a moment later from another thread.
+      std::lock_guard<std::mutex> l(mu_);
+      if (!quit_thread_.joinable()) {
+        quit_thread_ = std::thread([this] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          stop_->Cancel();
+        });
+      }
+      return vmfactory::v1::Empty().SerializeAsString();
+    });
+  }
+
+  Result<std::string> GetVM(const std::string& payload, const ttrpc::Peer& peer) {
+    vmfactory::v1::GetVMRequest req;
+    if (!req.ParseFromString(payload)) return InvalidArgument("malformed GetVMRequest");
+    VMConfig request = opts_.vm;
+    if (req.cpus() > 0) request.hypervisor.vcpus = req.cpus();
+    if (req.memory_mib() > 0) request.hypervisor.memory_mib = req.memory_mib();
+    request.hypervisor.max_vcpus = std::max(request.hypervisor.max_vcpus, request.hypervisor.vcpus);
+    request.hypervisor.max_memory_mib = std::max(request.hypervisor.max_memory_mib, request.hypervisor.memory_mib);
+    VMF_RETURN_IF_ERROR(request.Validate());
+    if (peer.pid <= 0) return FailedPrecondition("cannot tell which process asks (no SO_PEERCRED)");
+
+    auto start = Clock::now();
+    VMF_ASSIGN_OR_RETURN(auto vm, factory_->GetVM(request, nullptr, stop_));
+    bool hit = cache_ && VMCache::LastWasHit();
+    std::string source = hit ? "cache" : base_source_;
+    if (!cache_) metrics_.ObserveGetVM(source, std::chrono::duration<double>(Clock::now() - start).count());
+
+    // Record the owner before letting go, so that the VM is never unowned.
+    HandedOutVm rec;
+    rec.owner = peer.pid;
+    rec.owner_start = StartTime(peer.pid);
+    rec.owner_pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
+    rec.handle = vm->Release();
+    SaveRecord(rec);
+    vmfactory::v1::VM out;
+    out.set_id(rec.handle.id);
+    out.set_qmp_socket(rec.handle.qmp_socket);
+    out.set_proxy_url(rec.handle.proxy_url);
+    out.set_qemu_pid(rec.handle.qemu_pid);
+    out.set_proxy_pid(rec.handle.proxy_pid);
+    out.set_cpus(rec.handle.cpus);
+    out.set_memory_mib(rec.handle.memory_mib);
+    out.set_runtime_dir(rec.handle.runtime_dir);
+    out.set_source(source);
+    spdlog::info("VM {} handed to pid {} (from {})", rec.handle.id, peer.pid, source);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      handed_[rec.handle.id] = std::move(rec);
+      metrics_.SetHandedOut(static_cast<int>(handed_.size()));
+    }
+    return out.SerializeAsString();
+  }
+
+  vmfactory::v1::StatusResponse StatusProto() {
+    vmfactory::v1::StatusResponse s;
+    s.set_daemon_pid(::getpid());
+    s.set_base_source(base_source_);
+    s.set_target(opts_.cache_number);
+    if (cache_) {
+      CacheStatus cs = cache_->Snapshot();
+      for (const auto& h : cs.ready) {
+        auto* e = s.add_ready();
+        e->set_id(h.id);
+        e->set_qemu_pid(h.qemu_pid);
+        e->set_proxy_pid(h.proxy_pid);
+      }
+      s.set_booting(cs.booting);
+      s.set_failures(cs.failures);
+      s.set_last_error(cs.last_error);
+      s.set_retry_in_ms(cs.retry_in.count());
+      s.set_replaced(cs.replaced);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [id, rec] : handed_) {
+      auto* h = s.add_handed_out();
+      h->set_id(id);
+      h->set_qemu_pid(rec.handle.qemu_pid);
+      h->set_proxy_pid(rec.handle.proxy_pid);
+      h->set_owner_pid(rec.owner);
+    }
+    return s;
+  }
+
+  // --- handed-out VMs: records survive a daemon restart ---
+
+  std::string RecordPath(const std::string& id) const { return records_dir_ + "/handed-" + id + ".json"; }
+
+  void SaveRecord(const HandedOutVm& rec) {
+    json j = {{"vm", HandleToJson(rec.handle)}, {"owner_pid", rec.owner}, {"owner_start", rec.owner_start}};
+    Status st = WriteFileAtomic(RecordPath(rec.handle.id), j.dump() + "\n", 0600);
+    if (!st.ok()) spdlog::warn("cannot record handed-out VM {}: {}", rec.handle.id, st.ToString());
+  }
+
+  void AdoptRecords() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(records_dir_, ec)) {
+      std::string name = e.path().filename();
+      if (name.rfind("handed-", 0) != 0) continue;
+      auto text = ReadFile(e.path(), 64 * 1024);
+      json j = text.ok() ? json::parse(*text, nullptr, false) : json();
+      HandedOutVm rec;
+      try {
+        const json& v = j.at("vm");
+        rec.handle.id = v.at("id").get<std::string>();
+        rec.handle.runtime_dir = v.at("runtime_dir").get<std::string>();
+        rec.handle.qmp_socket = v.at("qmp_socket").get<std::string>();
+        rec.handle.proxy_url = v.at("proxy_url").get<std::string>();
+        rec.handle.qemu_pid = v.at("qemu_pid").get<pid_t>();
+        rec.handle.proxy_pid = v.at("proxy_pid").get<pid_t>();
+        rec.handle.cpus = v.at("cpus").get<uint32_t>();
+        rec.handle.memory_mib = v.at("memory_mib").get<uint32_t>();
+        rec.owner = j.at("owner_pid").get<pid_t>();
+        rec.owner_start = j.at("owner_start").get<uint64_t>();
+      } catch (const json::exception&) {
+        spdlog::warn("ignoring unreadable record {}", e.path().string());
+        fs::remove(e.path(), ec);
+        continue;
+      }
+      if (!ValidateId("VM id", rec.handle.id).ok()) continue;
+      if (StartTime(rec.owner) == rec.owner_start && rec.owner_start != 0) {
+        rec.owner_pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, rec.owner, 0)));
+      } else {
+        rec.owner = -1;  // gone: the watcher stops the VM
+      }
+      spdlog::info("found VM {} handed out by an earlier daemon (owner pid {})", rec.handle.id, rec.owner);
+      handed_[rec.handle.id] = std::move(rec);
+    }
+  }
+
+  static bool OwnerGone(const HandedOutVm& rec) {
+    if (rec.owner <= 0) return true;
+    if (rec.owner_pidfd) {
+      pollfd p{rec.owner_pidfd.get(), POLLIN, 0};
+      return ::poll(&p, 1, 0) > 0;
+    }
+    return StartTime(rec.owner) != rec.owner_start;
+  }
+
+  void WatchHandedOut() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (!quitting_) {
+      cv_.wait_for(l, opts_.owner_check_interval);
+      std::vector<HandedOutVm> done, orphaned;
+      for (auto it = handed_.begin(); it != handed_.end();) {
+        HandedOutVm& rec = it->second;
+        // Our children (VMs this instance made) are reaped here.
+        int status;
+        ::waitpid(rec.handle.qemu_pid, &status, WNOHANG);
+        ::waitpid(rec.handle.proxy_pid, &status, WNOHANG);
+        if (!ProcessAlive(rec.handle.qemu_pid)) {
+          done.push_back(std::move(rec));
+          it = handed_.erase(it);
+        } else if (OwnerGone(rec)) {
+          orphaned.push_back(std::move(rec));
+          it = handed_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (done.empty() && orphaned.empty()) continue;
+      metrics_.SetHandedOut(static_cast<int>(handed_.size()));
+      l.unlock();
+      for (auto& rec : orphaned) {
+        spdlog::warn("owner pid {} of VM {} exited without stopping it; stopping it", rec.owner, rec.handle.id);
+        StopHandedOut(rec.handle);
+      }
+      for (auto& rec : done) {
+        // Stopped by its owner (or died): make sure nothing of it is left.
+        ChildProcess::Adopt(rec.handle.proxy_pid).Stop(std::chrono::milliseconds(500));
+        std::error_code ec;
+        fs::remove_all(rec.handle.runtime_dir, ec);
+        fs::remove(RecordPath(rec.handle.id), ec);
+      }
+      for (auto& rec : orphaned) {
+        std::error_code ec;
+        fs::remove(RecordPath(rec.handle.id), ec);
+      }
+      l.lock();
+    }
+  }
+
+  void StopHandedOut(const VMHandle& h) {
+    VMConfig c = opts_.vm;
+    auto vm = VM::Attach(h, c);
+    if (vm.ok()) {
+      (void)(*vm)->Stop();
+    } else {
+      // Attach stops what it adopted when it fails; make sure of the rest.
+      spdlog::warn("attach to VM {} failed ({}); killing it", h.id, vm.status().ToString());
+      ChildProcess::Adopt(h.qemu_pid).Stop(std::chrono::milliseconds(500));
+      ChildProcess::Adopt(h.proxy_pid).Stop(std::chrono::milliseconds(500));
+      std::error_code ec;
+      fs::remove_all(h.runtime_dir, ec);
+    }
+  }
+
+  const DaemonOptions& opts_;
+  CancelToken* stop_;
+  std::string records_dir_;
+  std::string base_source_;
+  UniqueFd lock_;
+  Metrics metrics_;
+  std::unique_ptr<Factory> factory_;
+  VMCache* cache_ = nullptr;
+  ttrpc::Server server_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread http_thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool quitting_ = false;
+  std::map<std::string, HandedOutVm> handed_;
+  std::thread watcher_;
+  std::thread quit_thread_;
+};
+
+}  // namespace
+
+Status RunDaemon(const DaemonOptions& opts, CancelToken* stop) {
+  Daemon d(opts, stop);
+  return d.Run();
+}
+
+}  // namespace vmf

@@ -1,0 +1,191 @@
+#include "factory/cache.h"
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/metrics.h"
+
+namespace vmf {
+namespace {
+thread_local bool last_was_hit = false;
+}
+
+VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, Metrics* metrics)
+    : base_(std::move(base)), opts_(std::move(options)), metrics_(metrics) {
+  if (metrics_) metrics_->SetPool(0, opts_.target);
+  for (int i = 0; i < std::max(1, opts_.parallelism); ++i) workers_.emplace_back([this] { RefillLoop(); });
+  monitor_ = std::thread([this] { MonitorLoop(); });
+}
+
+VMCache::~VMCache() { Close(); }
+
+bool VMCache::LastWasHit() { return last_was_hit; }
+
+void VMCache::Close() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (closing_) return;
+    closing_ = true;
+  }
+  cv_.notify_all();
+  cancel_.Cancel();
+  for (auto& t : workers_) t.join();
+  if (monitor_.joinable()) monitor_.join();
+  std::deque<std::unique_ptr<VM>> vms;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    vms.swap(ready_);
+  }
+  vms.clear();  // stops them
+  base_->Close();
+}
+
+bool VMCache::Fits(const VMConfig& request) const {
+  const auto& base = base_->Config().hypervisor;
+  const auto& req = request.hypervisor;
+  return req.kernel == base.kernel && req.initrd == base.initrd && req.machine == base.machine &&
+         req.kernel_params == base.kernel_params && req.vcpus >= base.vcpus && req.vcpus <= base.max_vcpus &&
+         req.memory_mib >= base.memory_mib && req.memory_mib <= base.max_memory_mib;
+}
+
+Result<std::unique_ptr<VM>> VMCache::GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) {
+  last_was_hit = false;
+  auto start = Clock::now();
+  if (Fits(request)) {
+    for (;;) {
+      std::unique_ptr<VM> vm;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (ready_.empty()) break;
+        vm = std::move(ready_.front());
+        ready_.pop_front();
+        if (metrics_) metrics_->SetPool(static_cast<int>(ready_.size()), opts_.target);
+      }
+      cv_.notify_all();  // a refill can start
+      StepTimer timer(times);
+      // Paused in the pool: resume, then make it unique and current.
+      vmf::Status st = vm->Resume();
+      if (st.ok()) st = PrepareForHandOut(*vm);
+      if (!st.ok()) {
+        spdlog::warn("pooled VM {} is unusable ({}); trying the next", vm->id(), st.ToString());
+        continue;  // destroyed here
+      }
+      timer.Done("pool hand-out (resume, reseed, clock, hostname)");
+      uint32_t add_cpus = request.hypervisor.vcpus - vm->cpus();
+      uint32_t add_mem = request.hypervisor.memory_mib > vm->memory_mib()
+                             ? request.hypervisor.memory_mib - vm->memory_mib()
+                             : 0;
+      if (add_cpus > 0 || add_mem > 0) {
+        VMF_RETURN_IF_ERROR(vm->AddCPUs(add_cpus));
+        VMF_RETURN_IF_ERROR(vm->AddMemory(add_mem));
+        VMF_RETURN_IF_ERROR(vm->OnlineCPUMemory());
+        timer.Done("hotplug");
+      }
+      last_was_hit = true;
+      if (metrics_) {
+        metrics_->ObserveGetVM("cache", std::chrono::duration<double>(Clock::now() - start).count());
+      }
+      return vm;
+    }
+  }
+  // A miss (or a request the pool cannot serve): straight from the base.
+  auto vm = base_->GetVM(request, times, cancel);
+  if (vm.ok() && metrics_) {
+    metrics_->ObserveGetVM(opts_.base_source, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return vm;
+}
+
+void VMCache::RefillLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!closing_) {
+    bool need = static_cast<int>(ready_.size()) + booting_ < opts_.target;
+    if (!need || Clock::now() < retry_at_) {
+      if (!need) {
+        cv_.wait(l);
+      } else {
+        cv_.wait_until(l, retry_at_);
+      }
+      continue;
+    }
+    ++booting_;
+    l.unlock();
+    auto vm = base_->GetVM(base_->Config(), nullptr, &cancel_);
+    vmf::Status st = vm.ok() ? (*vm)->Pause() : vm.status();
+    l.lock();
+    --booting_;
+    if (closing_) break;  // vm (if any) is stopped when it goes out of scope
+    if (st.ok()) {
+      spdlog::info("pool: VM {} ready (qemu pid {})", (*vm)->id(), (*vm)->qemu_pid());
+      ready_.push_back(std::move(*vm));
+      consecutive_failures_ = 0;
+      retry_at_ = {};
+      if (metrics_) {
+        metrics_->BootSucceeded(opts_.base_source);
+        metrics_->SetPool(static_cast<int>(ready_.size()), opts_.target);
+      }
+    } else {
+      ++failures_;
+      ++consecutive_failures_;
+      last_error_ = st.ToString();
+      auto backoff = opts_.min_backoff * (1 << std::min(consecutive_failures_ - 1, 10));
+      backoff = std::min<Duration>(std::chrono::duration_cast<Duration>(backoff), opts_.max_backoff);
+      retry_at_ = Clock::now() + backoff;
+      spdlog::warn("pool: making a VM failed ({} in a row), retrying in {} ms: {}", consecutive_failures_,
+                   backoff.count(), last_error_);
+      if (metrics_) metrics_->BootFailed(opts_.base_source);
+    }
+    cv_.notify_all();
+  }
+}
+
+void VMCache::MonitorLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!closing_) {
+    cv_.wait_for(l, opts_.monitor_interval);
+    if (closing_) break;
+    std::vector<std::unique_ptr<VM>> dead;
+    for (auto it = ready_.begin(); it != ready_.end();) {
+      if (!(*it)->Running()) {
+        spdlog::warn("pool: VM {} died (qemu pid {}); replacing it", (*it)->id(), (*it)->qemu_pid());
+        dead.push_back(std::move(*it));
+        it = ready_.erase(it);
+        ++replaced_;
+        if (metrics_) metrics_->PooledVmReplaced();
+      } else {
+        ++it;
+      }
+    }
+    if (!dead.empty()) {
+      if (metrics_) metrics_->SetPool(static_cast<int>(ready_.size()), opts_.target);
+      cv_.notify_all();
+      l.unlock();
+      dead.clear();  // stops the proxy, removes the dir
+      l.lock();
+    }
+  }
+}
+
+CacheStatus VMCache::Snapshot() {
+  std::lock_guard<std::mutex> l(mu_);
+  CacheStatus s;
+  s.target = opts_.target;
+  for (const auto& vm : ready_) s.ready.push_back(vm->handle());
+  s.booting = booting_;
+  s.failures = failures_;
+  s.replaced = replaced_;
+  s.last_error = last_error_;
+  auto now = Clock::now();
+  if (retry_at_ > now) s.retry_in = std::chrono::duration_cast<Duration>(retry_at_ - now);
+  return s;
+}
+
+nlohmann::json VMCache::Status() {
+  CacheStatus s = Snapshot();
+  nlohmann::json ready = nlohmann::json::array();
+  for (const auto& h : s.ready) ready.push_back({{"id", h.id}, {"qemu_pid", h.qemu_pid}, {"proxy_pid", h.proxy_pid}});
+  return {{"source", "cache"}, {"base", base_->Status()}, {"target", s.target}, {"ready", ready},
+          {"booting", s.booting}, {"failures", s.failures}, {"last_error", s.last_error},
+          {"retry_in_ms", s.retry_in.count()}, {"replaced", s.replaced}};
+}
+
+}  // namespace vmf

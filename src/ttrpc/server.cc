@@ -1,0 +1,159 @@
+#include "ttrpc/server.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/io.h"
+#include "ttrpc.pb.h"
+#include "ttrpc/frame.h"
+
+namespace vmf::ttrpc {
+namespace {
+
+std::string ErrorReply(Code code, const std::string& message) {
+  ::ttrpc::Response r;
+  r.mutable_status()->set_code(static_cast<int>(code));
+  r.mutable_status()->set_message(message);
+  return r.SerializeAsString();
+}
+
+}  // namespace
+
+Server::~Server() { Shutdown(); }
+
+void Server::Register(const std::string& service, const std::string& method, Handler handler) {
+  handlers_[service + "/" + method] = std::move(handler);
+}
+
+std::string Server::Dispatch(const std::string& payload, const Peer& peer) {
+  ::ttrpc::Request req;
+  if (!req.ParseFromString(payload)) return ErrorReply(Code::kInvalidArgument, "malformed ttrpc request");
+  auto it = handlers_.find(req.service() + "/" + req.method());
+  if (it == handlers_.end()) {
+    return ErrorReply(Code::kUnimplemented, req.service().substr(0, 128) + "/" + req.method().substr(0, 128) +
+                                                " is not implemented");
+  }
+  Result<std::string> out = it->second(req.payload(), peer);
+  if (!out.ok()) return ErrorReply(out.status().code(), out.status().message());
+  ::ttrpc::Response resp;
+  resp.set_payload(std::move(*out));
+  return resp.SerializeAsString();
+}
+
+void Server::ServeConnection(int fd, Peer peer) {
+  FrameDecoder decoder;
+  std::vector<DecodeEvent> events;
+  uint32_t last_id = 0;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    events.clear();
+    decoder.Feed(std::string_view(buf, static_cast<size_t>(n)), &events);
+    for (auto& ev : events) {
+      uint32_t id = ev.frame.stream_id;
+      std::string reply;
+      if (ev.kind == DecodeEvent::kOversized) {
+        reply = ErrorReply(Code::kResourceExhausted, "request exceeds the 4 MiB ttrpc limit");
+      } else if (ev.frame.type != kTypeRequest) {
+        continue;
+      } else if (id % 2 == 0 || id <= last_id) {
+        reply = ErrorReply(Code::kInvalidArgument, "stream id " + std::to_string(id) + " must be odd and increasing");
+      } else {
+        last_id = id;
+        reply = Dispatch(ev.frame.payload, peer);
+      }
+      // A client that stops reading its replies is dropped, not waited for.
+      if (!WriteAll(fd, EncodeFrame(id, kTypeResponse, 0, reply), Deadline(std::chrono::seconds(10))).ok()) {
+        goto done;
+      }
+    }
+  }
+done:
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = conns_.find(fd);
+  if (it != conns_.end()) {
+    finished_.push_back(std::move(it->second));
+    conns_.erase(it);
+  }
+  ::close(fd);
+}
+
+Status Server::Serve(UniqueFd listen_fd) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus(errno, "pipe");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) {
+      ::close(p[0]);
+      ::close(p[1]);
+      return OkStatus();
+    }
+    wake_r_.reset(p[0]);
+    wake_w_.reset(p[1]);
+  }
+  for (;;) {
+    pollfd fds[2] = {{listen_fd.get(), POLLIN, 0}, {wake_r_.get(), POLLIN, 0}};
+    int r = ::poll(fds, 2, 1000);
+    std::vector<std::thread> done;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done.swap(finished_);
+      if (stopping_) break;
+    }
+    for (auto& t : done) t.join();
+    if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll");
+    if (r <= 0 || !(fds[0].revents & POLLIN)) continue;
+    int fd = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    Peer peer;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer.pid = cred.pid;
+      peer.uid = cred.uid;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (conns_.size() >= max_connections_) {
+      ::close(fd);
+      continue;
+    }
+    conns_[fd] = std::thread([this, fd, peer] { ServeConnection(fd, peer); });
+  }
+  // Shutting down: wake every connection thread and wait for it.
+  std::map<int, std::thread> conns;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [fd, t] : conns_) ::shutdown(fd, SHUT_RDWR);
+  }
+  for (;;) {
+    std::vector<std::thread> done;
+    bool empty;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done.swap(finished_);
+      empty = conns_.empty();
+    }
+    for (auto& t : done) t.join();
+    if (empty) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return OkStatus();
+}
+
+void Server::Shutdown() {
+  std::lock_guard<std::mutex> l(mu_);
+  stopping_ = true;
+  if (wake_w_) {
+    char c = 1;
+    ssize_t ignored = ::write(wake_w_.get(), &c, 1);
+    (void)ignored;
+  }
+}
+
+}  // namespace vmf::ttrpc
