@@ -101,12 +101,14 @@ Status Server::Serve(UniqueFd listen_fd) {
     pollfd fds[2] = {{listen_fd.get(), POLLIN, 0}, {wake_r_.get(), POLLIN, 0}};
     int r = ::poll(fds, 2, 1000);
     std::vector<std::thread> done;
+    bool stopping;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);
-      if (stopping_) break;
+      stopping = stopping_;
     }
     for (auto& t : done) t.join();
+    if (stopping) break;
     if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll");
     if (r <= 0 || !(fds[0].revents & POLLIN)) continue;
     int fd = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
@@ -143,6 +145,10 @@ Status Server::Serve(UniqueFd listen_fd) {
     if (empty) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  // A connection may have finished between the last swap and the check.
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& t : finished_) t.join();
+  finished_.clear();
   return OkStatus();
 }
 

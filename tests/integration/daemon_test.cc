@@ -1,0 +1,270 @@
+// `vmfactory serve` as another process uses it: the pool fills and refills,
+// VMs are handed over and usable, dead pool VMs are replaced, orphaned VMs
+// are stopped, SIGTERM leaves nothing, metrics parse.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "common/io.h"
+#include "common/process.h"
+#include "daemon/client.h"
+#include "helpers.h"
+
+namespace vmf::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Bin() { return std::string(VMF_DEFAULT_BIN_DIR) + "/vmfactory"; }
+
+// Runs the CLI with the daemon's runtime dir; returns (status, stdout).
+// Its stderr goes to err_file if given.
+std::pair<int, std::string> Cli(const std::string& runtime, const std::vector<std::string>& args,
+                                const std::string& err_file = "") {
+  int p[2];
+  EXPECT_EQ(::pipe(p), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  std::vector<std::string> argv = {Bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
+  SpawnOptions o;
+  o.stdout_fd = w.get();
+  UniqueFd err;
+  if (!err_file.empty()) {
+    err = UniqueFd(::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    o.stderr_fd = err.get();
+  }
+  auto child = ChildProcess::Spawn(argv, o);
+  ::unsetenv("VMF_RUNTIME_DIR");
+  if (!child.ok()) return {-1, ""};
+  w.reset();
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(r.get(), buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  auto st = child->Wait(Deadline(std::chrono::seconds(120)));
+  return {st.ok() && WIFEXITED(*st) ? WEXITSTATUS(*st) : -1, out};
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime_ = TestRuntimeDir() + "-daemon";
+    fs::create_directories(runtime_);
+    socket_ = runtime_ + "/daemon.sock";
+    port_ = 20000 + ::getpid() % 20000;
+    Start();
+  }
+  void TearDown() override {
+    Stop();
+    EXPECT_EQ(CountProcessesMentioning(runtime_ + "/vm/"), 0) << "QEMU or proxies left";
+    EXPECT_FALSE(fs::exists(socket_)) << "socket left";
+    std::error_code ec;
+    fs::remove_all(runtime_, ec);
+  }
+  void Start(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {Bin(), "--template-path", SharedTemplate().root, "serve", "--cache", "2",
+                                     "--metrics", "127.0.0.1:" + std::to_string(port_)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    log_ = UniqueFd(::open((runtime_ + "/serve.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    SpawnOptions o;
+    o.stderr_fd = log_.get();
+    ::setenv("VMF_RUNTIME_DIR", runtime_.c_str(), 1);
+    auto d = ChildProcess::Spawn(argv, o);
+    ::unsetenv("VMF_RUNTIME_DIR");
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    daemon_ = std::move(*d);
+  }
+  void Stop() {
+    daemon_.Signal(SIGTERM);
+    auto st = daemon_.Wait(Deadline(std::chrono::seconds(60)));
+    EXPECT_TRUE(st.ok() && WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << "daemon did not exit cleanly: " << Log();
+    daemon_.Stop();
+  }
+  std::string Log() { return TailOfFile(runtime_ + "/serve.log", 4000); }
+  Result<vmfactory::v1::StatusResponse> Status() {
+    VMF_ASSIGN_OR_RETURN(auto c, DaemonClient::Connect(socket_));
+    return c->Status();
+  }
+  // Waits until the pool holds `n` ready VMs.
+  vmfactory::v1::StatusResponse WaitReady(int n, Duration timeout = std::chrono::seconds(60)) {
+    Deadline d(timeout);
+    vmfactory::v1::StatusResponse last;
+    while (!d.expired()) {
+      auto s = Status();
+      if (s.ok()) {
+        last = *s;
+        if (s->ready_size() == n && s->booting() == 0) return last;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "pool never reached " << n << " ready; last: " << last.ready_size() << " ready, "
+                  << last.booting() << " booting; log:\n"
+                  << Log();
+    return last;
+  }
+  int PoolQemus() { return CountProcessesMentioning(runtime_ + "/vm/") / 2; }  // QEMU + proxy each
+
+  std::string runtime_, socket_;
+  int port_ = 0;
+  UniqueFd log_;
+  ChildProcess daemon_;
+};
+
+TEST_F(DaemonTest, PoolFillsHandsOutAndRefills) {
+  auto s = WaitReady(2);
+  EXPECT_EQ(s.base_source(), "template");
+  EXPECT_EQ(PoolQemus(), 2);
+  auto [rc, out] = Cli(runtime_, {"run", "--", "hostname"});
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(out.size(), 33u) << out;  // the VM id and a newline
+  bool was_pooled = false;
+  for (const auto& r : s.ready()) was_pooled |= out == r.id() + "\n";
+  EXPECT_TRUE(was_pooled) << "served from the pool";
+  WaitReady(2);
+  EXPECT_EQ(PoolQemus(), 2) << "refilled to exactly 2";
+  auto [src, status_out] = Cli(runtime_, {"status"});
+  EXPECT_EQ(src, 0);
+  EXPECT_NE(status_out.find("2 ready of 2"), std::string::npos) << status_out;
+}
+
+TEST_F(DaemonTest, SixClientsAtOnceGetDistinctVms) {
+  WaitReady(2);
+  std::vector<std::future<std::pair<int, std::string>>> runs;
+  for (int i = 0; i < 6; ++i) {
+    runs.push_back(std::async(std::launch::async, [this] { return Cli(runtime_, {"run", "--", "hostname"}); }));
+  }
+  std::set<std::string> names;
+  for (auto& f : runs) {
+    auto [rc, out] = f.get();
+    EXPECT_EQ(rc, 0);
+    names.insert(out);
+  }
+  EXPECT_EQ(names.size(), 6u);
+  WaitReady(2);
+}
+
+TEST_F(DaemonTest, KilledPooledVmIsReplaced) {
+  auto s = WaitReady(2);
+  pid_t victim = s.ready(0).qemu_pid();
+  std::string victim_id = s.ready(0).id();
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  Deadline d(std::chrono::seconds(60));
+  vmfactory::v1::StatusResponse now;
+  while (!d.expired()) {
+    auto st = Status();
+    if (st.ok() && st->replaced() >= 1 && st->ready_size() == 2) {
+      now = *st;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GE(now.replaced(), 1u) << Log();
+  for (const auto& r : now.ready()) EXPECT_NE(r.id(), victim_id);
+  EXPECT_EQ(PoolQemus(), 2);
+  EXPECT_EQ(CountProcessesMentioning(victim_id), 0) << "the dead VM's proxy is gone too";
+}
+
+TEST_F(DaemonTest, VmOfAnExitedClientIsStopped) {
+  WaitReady(2);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    // A client that takes a VM and exits without stopping it.
+    auto c = DaemonClient::Connect(socket_);
+    if (!c.ok()) _exit(1);
+    auto vm = (*c)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
+    if (!vm.ok()) _exit(2);
+    std::string id = vm->id();
+    ssize_t ignored = ::write(p[1], id.data(), id.size());
+    (void)ignored;
+    _exit(0);
+  }
+  ::close(p[1]);
+  char buf[64] = {};
+  ssize_t n = ::read(p[0], buf, sizeof(buf));
+  ::close(p[0]);
+  int status;
+  ::waitpid(child, &status, 0);
+  ASSERT_EQ(n, 32) << "the child got no VM";
+  std::string id(buf, 32);
+  Deadline d(std::chrono::seconds(20));
+  while (CountProcessesMentioning(id) > 0 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(CountProcessesMentioning(id), 0) << "the daemon did not stop the orphaned VM; log:\n" << Log();
+  EXPECT_FALSE(fs::exists(runtime_ + "/vm/" + id));
+}
+
+TEST_F(DaemonTest, SecondDaemonRefusesAndStaleSocketIsTakenOver) {
+  WaitReady(2);
+  auto [rc, out] = Cli(runtime_, {"--template-path", SharedTemplate().root, "serve", "--cache", "0", "--metrics", ""});
+  EXPECT_NE(rc, 0) << "a second daemon on the same socket must refuse";
+  Stop();
+  // A stale socket file (no daemon behind it) is taken over.
+  auto stale = ListenUnix(socket_);
+  ASSERT_TRUE(stale.ok());
+  stale->reset();
+  ASSERT_TRUE(fs::exists(socket_));
+  Start();
+  WaitReady(2);
+}
+
+TEST_F(DaemonTest, MetricsParseAndMove) {
+  WaitReady(2);
+  httplib::Client http("127.0.0.1", port_);
+  auto before = http.Get("/metrics");
+  ASSERT_TRUE(before) << "metrics endpoint down";
+  EXPECT_EQ(before->status, 200);
+  const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+0-9.eEInf]+$)");
+  std::istringstream lines(before->body);
+  std::string line;
+  int samples = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    EXPECT_TRUE(std::regex_match(line, sample)) << "not Prometheus text: " << line;
+    ++samples;
+  }
+  EXPECT_GT(samples, 5);
+  EXPECT_NE(before->body.find("vmfactory_pool_ready 2"), std::string::npos) << before->body;
+  auto [rc, out] = Cli(runtime_, {"run", "--", "true"});
+  EXPECT_EQ(rc, 0);
+  auto after = http.Get("/metrics");
+  ASSERT_TRUE(after);
+  EXPECT_NE(after->body.find("vmfactory_getvm_seconds_count{source=\"cache\"} 1"), std::string::npos) << after->body;
+}
+
+TEST(DaemonConfigTest, ConfigErrorsNameTheKey) {
+  std::string dir = TestRuntimeDir() + "-cfg";
+  fs::create_directories(dir);
+  struct Case {
+    std::string toml, expect;
+  };
+  std::vector<Case> cases = {
+      {"[factory]\nvm_cache_numbr = 2\n", "factory.vm_cache_numbr"},
+      {"[factory]\nvm_cache_number = -1\n", "factory.vm_cache_number"},
+      {"[hypervisor.qemu]\nkernel = \"/nonexistent/vmlinuz\"\n", "/nonexistent/vmlinuz"},
+  };
+  for (const auto& c : cases) {
+    std::ofstream(dir + "/config.toml") << c.toml;
+    auto [rc, out] = Cli(dir, {"--config", dir + "/config.toml", "serve"}, dir + "/err");
+    EXPECT_EQ(rc, 2) << c.toml;
+    std::string err = TailOfFile(dir + "/err", 4096);
+    EXPECT_NE(err.find(c.expect), std::string::npos) << err;
+    EXPECT_NE(err.find("config.toml:"), std::string::npos) << "names the file and line: " << err;
+  }
+  EXPECT_FALSE(fs::exists(dir + "/daemon.sock"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace vmf::testing
