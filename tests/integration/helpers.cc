@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include <gtest/gtest.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -15,6 +17,22 @@
 #include "common/log.h"
 
 namespace vmf::testing {
+
+namespace {
+// Removes this process's runtime dirs once every test has run (the tests
+// themselves check that nothing was left in them).
+class RemoveRuntimeDirs : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    for (const char* suffix : {"", "-cli", "-daemon", "-cfg", "-badkernel"}) {
+      std::filesystem::remove_all(TestRuntimeDir() + suffix, ec);
+    }
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kRemoveRuntimeDirs =
+    ::testing::AddGlobalTestEnvironment(new RemoveRuntimeDirs);
+}  // namespace
 
 const std::string& TestRuntimeDir() {
   static const std::string dir = [] {
