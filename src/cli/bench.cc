@@ -1,79 +1,192 @@
 #include "cli/bench.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "agent.pb.h"
+#include "common/fd.h"
+#include "common/io.h"
+#include "common/process.h"
 #include "common/scoped_dir.h"
+#include "factory/cache.h"
 #include "factory/factory.h"
 #include "factory/template.h"
+#include "health.pb.h"
+#include "qmp/qmp_client.h"
+#include "ttrpc.pb.h"
+#include "ttrpc/client.h"
+#include "ttrpc/frame.h"
+#include "vm/hypervisor.h"
 #include "vm/vm.h"
 
 namespace vmf {
 namespace {
 
+using nlohmann::json;
+
 // Generous bounds for guest calls under TCG on a busy machine; they only
 // keep a wedged guest from hanging the bench, they are not measured against.
 constexpr Duration kGuestCallTimeout = std::chrono::seconds(60);
+// The agent drops a half frame after 1 s of silence: re-send the sync (as the proxy does).
+constexpr Duration kSyncRetry = std::chrono::milliseconds(1500);
+// Each throughput worker gets this many VMs one after the other.
+constexpr int kThroughputPerWorker = 2;
 
 // The targets.
 constexpr double kTargetSpeedup = 10.0;      // template p50 at least 10x faster than cold
 constexpr double kTargetMemoryRatio = 0.30;  // clone PSS at most 30% of cold
+constexpr double kTargetCacheHitMs = 20.0;   // cache-hit p50 under 20 ms
 
-enum class Mode { kCold, kTemplate };
+enum class Mode { kCold, kTemplate, kCache, kQemuCold, kQemuLoadvm };
+constexpr const char* kKnownModes = "cold, template, cache, qemu-cold, qemu-loadvm";
 
-const char* ModeName(Mode m) { return m == Mode::kCold ? "cold" : "template"; }
+const char* ModeName(Mode m) {
+  switch (m) {
+    case Mode::kCold: return "cold";
+    case Mode::kTemplate: return "template";
+    case Mode::kCache: return "cache";
+    case Mode::kQemuCold: return "qemu-cold";
+    case Mode::kQemuLoadvm: return "qemu-loadvm";
+  }
+  return "?";
+}
 
 double Ms(Duration d) { return static_cast<double>(d.count()); }
+double MsF(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 Duration Since(Clock::time_point t) { return std::chrono::duration_cast<Duration>(Clock::now() - t); }
+Duration Between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration_cast<Duration>(b - a); }
 
 // Modes in the order given, each once; an unknown name is an error naming it.
 Result<std::vector<Mode>> ParseModes(const std::vector<std::string>& names) {
   std::vector<Mode> modes;
   for (const auto& name : names) {
-    Mode m;
-    if (name == "cold") {
-      m = Mode::kCold;
-    } else if (name == "template") {
-      m = Mode::kTemplate;
-    } else {
-      return InvalidArgument("unknown mode \"" + name + "\" (known modes: cold, template)");
+    std::optional<Mode> m;
+    for (Mode c : {Mode::kCold, Mode::kTemplate, Mode::kCache, Mode::kQemuCold, Mode::kQemuLoadvm}) {
+      if (name == ModeName(c)) m = c;
     }
-    if (std::find(modes.begin(), modes.end(), m) == modes.end()) modes.push_back(m);
+    if (!m) return InvalidArgument("unknown mode \"" + name + "\" (known modes: " + kKnownModes + ")");
+    if (std::find(modes.begin(), modes.end(), *m) == modes.end()) modes.push_back(*m);
   }
-  if (modes.empty()) return InvalidArgument("--modes names no mode (known modes: cold, template)");
+  if (modes.empty()) return InvalidArgument(std::string("--modes names no mode (known modes: ") + kKnownModes + ")");
   return modes;
 }
 
-// The bench's own template, in a private temp dir under the runtime dir.
-// Removed (with DestroyTemplate) when this goes away, however that happens:
-// the user's template is never looked at.
-class BenchTemplate {
+bool Has(const std::vector<Mode>& modes, Mode m) { return std::find(modes.begin(), modes.end(), m) != modes.end(); }
+
+// ---- small helpers ----
+
+// The "Pss:" line of /proc/PID/smaps_rollup, in kB.
+Result<uint64_t> ReadPssKb(pid_t pid) {
+  if (pid <= 0) return FailedPrecondition("no such process (pid " + std::to_string(pid) + ")");
+  std::string path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
+  std::ifstream in(path);
+  if (!in) return ErrnoStatus(errno, "open " + path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Pss:", 0) != 0) continue;
+    std::istringstream fields(line.substr(4));
+    uint64_t kb = 0;
+    if (fields >> kb) return kb;
+    return DataLoss("cannot parse \"" + line + "\" in " + path);
+  }
+  return NotFound("no Pss: line in " + path);
+}
+
+// Runs argv to completion with stdout+stderr into out_file; returns the output.
+Result<std::string> RunTool(const std::vector<std::string>& argv, const std::string& out_file, Duration timeout) {
+  UniqueFd out(::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out) return ErrnoStatus(errno, "create " + out_file);
+  SpawnOptions so;
+  so.stdout_fd = out.get();
+  so.stderr_fd = out.get();
+  VMF_ASSIGN_OR_RETURN(ChildProcess p, ChildProcess::Spawn(argv, so));
+  out.reset();
+  auto st = p.Wait(Deadline(timeout));
+  if (!st.ok()) {
+    p.Stop(std::chrono::milliseconds(200));
+    return st.status().WithContext(argv[0]);
+  }
+  std::string text = TailOfFile(out_file, 8192);
+  if (*st != 0) return Internal(argv[0] + " failed (" + DescribeWaitStatus(*st) + "): " + text);
+  return text;
+}
+
+Status CopyFile(const std::string& from, const std::string& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return ErrnoStatus(errno, "open " + from);
+  struct stat sb {};
+  if (::fstat(in.get(), &sb) != 0) return ErrnoStatus(errno, "stat " + from);
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out) return ErrnoStatus(errno, "create " + to);
+  off_t left = sb.st_size;
+  while (left > 0) {
+    ssize_t n = ::sendfile(out.get(), in.get(), nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoStatus(n < 0 ? errno : EIO, "copy " + from + " to " + to);
+    left -= n;
+  }
+  return OkStatus();
+}
+
+std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// ---- the bench's private temp dir and template ----
+
+// Everything of the bench lives under one private dir (0700) in the runtime
+// dir: the template, every VM's runtime dir, the qcow2 snapshot, plot files.
+// Removed with everything in it when this goes away.
+class PrivateDir {
  public:
-  static Result<std::unique_ptr<BenchTemplate>> Create(const VMConfig& config) {
-    std::string runtime = config.runtime_dir.empty() ? DefaultRuntimeDir() : config.runtime_dir;
+  static Result<std::unique_ptr<PrivateDir>> Create(const std::string& runtime) {
     VMF_RETURN_IF_ERROR(MakeDirs(runtime));
     std::string pattern = runtime + "/bench-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr) return ErrnoStatus(errno, "mkdtemp " + pattern);  // 0700
-    std::unique_ptr<BenchTemplate> t(new BenchTemplate(pattern));
+    auto d = std::unique_ptr<PrivateDir>(new PrivateDir());
+    d->dir_ = ScopedDir::Adopt(pattern);
+    return d;
+  }
+  const std::string& path() const { return dir_.path(); }
 
+ private:
+  PrivateDir() = default;
+  ScopedDir dir_;
+};
+
+// The bench's own template at ROOT/template: removed with DestroyTemplate
+// when this goes away; the user's template is never looked at.
+class BenchTemplate {
+ public:
+  static Result<std::unique_ptr<BenchTemplate>> Create(const VMConfig& config, const std::string& root) {
+    VMF_RETURN_IF_ERROR(MakeDirs(root));
+    std::unique_ptr<BenchTemplate> t(new BenchTemplate(root));
     auto start = Clock::now();
     TemplateOptions options;
     options.force = true;
     options.mount_tmpfs = false;
-    options.progress = [](const std::string& step) {
-      std::fprintf(stderr, "bench: template: %s\n", step.c_str());
-    };
+    options.progress = [](const std::string& step) { std::fprintf(stderr, "bench: template: %s\n", step.c_str()); };
     VMF_ASSIGN_OR_RETURN(t->info_, CreateTemplate(config, t->root_, options));
     t->created_in_ = Since(start);
     return t;
@@ -99,92 +212,482 @@ class BenchTemplate {
   Duration created_in_{0};
 };
 
-// One VM from the mode's source.
-Result<std::unique_ptr<VM>> GetVM(Mode mode, const VMConfig& config, const BenchTemplate* tmpl,
-                                  StepTimes* steps, CancelToken* cancel) {
-  if (mode == Mode::kCold) return VM::Create(config, steps, cancel);
-  return CloneFromTemplate(tmpl->info(), config, steps, cancel);
-}
-
-// Runs args in the VM to completion; returns the first stdout chunk (empty
-// if `want_output` is false). The exit status must be 0.
-Result<std::string> Exec(VM& vm, const std::string& exec_id, std::vector<std::string> args, bool want_output,
-                         Clock::time_point* first_output_at) {
-  ExecSpec spec;
-  spec.exec_id = exec_id;
-  spec.args = std::move(args);
-  VMF_RETURN_IF_ERROR(vm.agent().ExecProcess(spec).WithContext("exec " + spec.args[0]));
-  std::string out;
-  if (want_output) {
-    while (out.empty()) {
-      VMF_ASSIGN_OR_RETURN(std::string data, vm.agent().ReadStdout(exec_id, Deadline(kGuestCallTimeout)));
-      if (data.empty()) return Internal(spec.args[0] + " ended without any output");
-      out = std::move(data);
-    }
-    if (first_output_at) *first_output_at = Clock::now();
-  }
-  VMF_ASSIGN_OR_RETURN(int code, vm.agent().WaitProcess(exec_id, Deadline(kGuestCallTimeout)));
-  if (code != 0) return Internal(spec.args[0] + " exited with status " + std::to_string(code));
-  return out;
-}
-
-// ---- latency ----
+// ---- a measured VM, whatever its source ----
 
 struct Sample {
   Duration total{0};
-  StepTimes steps;  // Create's (and the clone's) steps, then "exec to first output"
+  StepTimes steps;  // in order; the last is "first exec output"
+  bool cache_hit = false;
 };
+
+// A VM kept alive for the memory measurement.
+class Instance {
+ public:
+  virtual ~Instance() = default;
+  // PSS of the processes that make this VM (QEMU, and the proxy if any), kB.
+  virtual Result<uint64_t> PssKb() = 0;
+};
+
+class VmInstance : public Instance {
+ public:
+  explicit VmInstance(std::unique_ptr<VM> vm) : vm_(std::move(vm)) {}
+  ~VmInstance() override {
+    Status st = vm_->Stop();
+    if (!st.ok()) std::fprintf(stderr, "bench: stopping a VM: %s\n", st.ToString().c_str());
+  }
+  Result<uint64_t> PssKb() override {
+    VMF_ASSIGN_OR_RETURN(uint64_t qemu_kb, ReadPssKb(vm_->qemu_pid()));
+    VMF_ASSIGN_OR_RETURN(uint64_t proxy_kb, ReadPssKb(vm_->proxy_pid()));
+    return qemu_kb + proxy_kb;
+  }
+
+ private:
+  std::unique_ptr<VM> vm_;
+};
+
+// Runs `echo ready` through the VM's agent (via its proxy) until the first
+// output; waits for the exit afterwards (not timed).
+Status EchoReady(AgentClient& agent, const std::string& exec_id, Clock::time_point* first_output_at) {
+  ExecSpec spec;
+  spec.exec_id = exec_id;
+  spec.args = {"echo", "ready"};
+  VMF_RETURN_IF_ERROR(agent.ExecProcess(spec).WithContext("exec echo"));
+  VMF_ASSIGN_OR_RETURN(std::string out, agent.ReadStdout(exec_id, Deadline(kGuestCallTimeout)));
+  *first_output_at = Clock::now();
+  if (out.rfind("ready", 0) != 0) return Internal("echo ready printed \"" + out + "\"");
+  VMF_ASSIGN_OR_RETURN(int code, agent.WaitProcess(exec_id, Deadline(kGuestCallTimeout)));
+  if (code != 0) return Internal("echo exited with status " + std::to_string(code));
+  return OkStatus();
+}
+
+// Where measured VMs come from. Once() may run on several threads at once.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Called before each measured latency sample and before a throughput round.
+  virtual Status Prepare(CancelToken*) { return OkStatus(); }
+  // Gets one VM and runs `echo ready` in it until its first output. If keep
+  // is set the VM is handed over there, else it is stopped.
+  virtual Result<Sample> Once(int i, std::unique_ptr<Instance>* keep, CancelToken* cancel) = 0;
+  virtual void Describe(json*) const {}
+};
+
+// cold / template / cache: VMs of the factory, reached through their proxy.
+class FactorySource : public Source {
+ public:
+  FactorySource(Mode mode, VMConfig config, const BenchTemplate* tmpl, VMCache* cache)
+      : mode_(mode), config_(std::move(config)), tmpl_(tmpl), cache_(cache) {}
+
+  Status Prepare(CancelToken* cancel) override {
+    if (!cache_) return OkStatus();
+    // Measure a hit: wait until the pool is full.
+    Deadline d(std::chrono::seconds(300));
+    while (true) {
+      CacheStatus s = cache_->Snapshot();
+      if (static_cast<int>(s.ready.size()) >= s.target) return OkStatus();
+      if (cancel->cancelled()) return Cancelled("interrupted");
+      if (d.expired()) {
+        return DeadlineExceeded("the cache pool did not fill (" + std::to_string(s.ready.size()) + "/" +
+                                std::to_string(s.target) + " ready" +
+                                (s.last_error.empty() ? "" : ", last error: " + s.last_error) + ")");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  Result<Sample> Once(int i, std::unique_ptr<Instance>* keep, CancelToken* cancel) override {
+    Sample s;
+    auto t0 = Clock::now();
+    std::unique_ptr<VM> vm;
+    if (mode_ == Mode::kCold) {
+      VMF_ASSIGN_OR_RETURN(vm, VM::Create(config_, &s.steps, cancel));
+    } else if (mode_ == Mode::kTemplate) {
+      VMF_ASSIGN_OR_RETURN(vm, CloneFromTemplate(tmpl_->info(), config_, &s.steps, cancel));
+    } else {
+      VMF_ASSIGN_OR_RETURN(vm, cache_->GetVM(config_, &s.steps, cancel));
+      s.cache_hit = VMCache::LastWasHit();
+    }
+    auto exec_at = Clock::now();
+    Clock::time_point first{};
+    Status st = EchoReady(vm->agent(), std::string("bench-") + ModeName(mode_) + "-" + std::to_string(i), &first);
+    if (!st.ok()) return st;
+    s.total = Between(t0, first);
+    s.steps.emplace_back("first exec output", Between(exec_at, first));
+    if (keep) {
+      *keep = std::make_unique<VmInstance>(std::move(vm));
+    } else {
+      Status stop = vm->Stop();
+      if (!stop.ok()) std::fprintf(stderr, "bench: stopping the VM: %s\n", stop.ToString().c_str());
+    }
+    return s;
+  }
+
+ private:
+  Mode mode_;
+  VMConfig config_;
+  const BenchTemplate* tmpl_;
+  VMCache* cache_;
+};
+
+// ---- plain QEMU, no factory, no proxy ----
+
+// Kills a QEMU on Ctrl-C while it is ours; the guard makes sure the kill
+// never reaches a pid that was reaped (and maybe reused) meanwhile.
+struct KillGuard {
+  std::mutex mu;
+  pid_t pid = -1;
+};
+
+// One QEMU started by the bench itself, with its own dir under the private
+// dir. Destroying it closes the channel, stops QEMU and removes the dir.
+class RawQemu : public Instance {
+ public:
+  ~RawQemu() override {
+    client_.reset();
+    qmp_.reset();
+    agent_fd_.reset();
+    if (cancel_) cancel_->Remove(cancel_handle_);
+    {
+      std::lock_guard<std::mutex> l(guard_->mu);
+      guard_->pid = -1;
+    }
+    process_.Stop(std::chrono::milliseconds(1000));
+  }
+
+  // Starts QEMU with argv and connects to QMP (which answers once QEMU's
+  // main loop runs, i.e. after -loadvm has restored the state).
+  static Result<std::unique_ptr<RawQemu>> Start(const std::vector<std::string>& argv, std::string dir,
+                                                CancelToken* cancel, const Deadline& deadline) {
+    std::unique_ptr<RawQemu> q(new RawQemu());
+    VMF_ASSIGN_OR_RETURN(q->dir_, ScopedDir::Create(dir, 0700));
+    UniqueFd log(::open(q->log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!log) return ErrnoStatus(errno, "create " + q->log_path());
+    SpawnOptions so;
+    so.stdout_fd = log.get();
+    so.stderr_fd = log.get();
+    VMF_ASSIGN_OR_RETURN(q->process_, ChildProcess::Spawn(argv, so));
+    q->guard_->pid = q->process_.pid();
+    q->cancel_ = cancel;
+    q->cancel_handle_ = cancel->OnCancel([g = q->guard_] {
+      std::lock_guard<std::mutex> l(g->mu);
+      if (g->pid > 0) ::kill(g->pid, SIGKILL);
+    });
+    while (true) {
+      VMF_RETURN_IF_ERROR(q->Alive());
+      auto qmp = qmp::QmpClient::Connect(q->dir_.path() + "/qmp.sock", Deadline(std::chrono::milliseconds(500)));
+      if (qmp.ok()) {
+        q->qmp_ = std::move(*qmp);
+        break;
+      }
+      if (deadline.expired()) return qmp.status().WithContext("QEMU's QMP socket did not answer in time");
+    }
+    return q;
+  }
+
+  Status Alive() {
+    if (cancel_ && cancel_->cancelled()) return Cancelled("interrupted");
+    if (auto st = process_.Poll()) {
+      std::string t = TailOfFile(log_path(), 1024);
+      return Unavailable("QEMU exited (" + DescribeWaitStatus(*st) + "): " + t);
+    }
+    return OkStatus();
+  }
+
+  // Connects to the agent socket and resynchronises the byte stream as the
+  // proxy does: a Health.Check with metadata vmf-sync on a random odd stream
+  // id, re-sent every 1.5 s, every byte before its reply skipped. Then the
+  // connection is handed to a ttrpc client numbering from sync id + 2.
+  Status SyncAgent(const Deadline& deadline) {
+    VMF_ASSIGN_OR_RETURN(agent_fd_, ConnectUnixUntil(dir_.path() + "/agent.sock", deadline));
+    std::random_device rd;
+    uint32_t sync_id = (rd() % 0x3fffffffu) | 1u;
+    grpc::CheckRequest check;
+    ::ttrpc::Request req;
+    req.set_service("grpc.Health");
+    req.set_method("Check");
+    req.set_payload(check.SerializeAsString());
+    auto* kv = req.add_metadata();
+    kv->set_key("vmf-sync");
+    kv->set_value(std::to_string(sync_id));
+    const std::string frame = ttrpc::EncodeFrame(sync_id, ttrpc::kTypeRequest, 0, req.SerializeAsString());
+
+    std::string scan;                // bytes before the sync reply's header
+    bool synced = false;             // found the sync reply's header
+    bool replied = false;            // decoded the whole sync reply
+    ttrpc::FrameDecoder decoder;     // after the header: whole frames only
+    std::vector<ttrpc::DecodeEvent> events;
+    auto next_send = Clock::now();
+    char buf[4096];
+    while (true) {
+      VMF_RETURN_IF_ERROR(Alive());
+      if (deadline.expired()) return DeadlineExceeded("the agent did not answer the sync in time");
+      if (!synced && Clock::now() >= next_send) {
+        VMF_RETURN_IF_ERROR(WriteAll(agent_fd_.get(), frame, Deadline(std::chrono::seconds(2))).WithContext("send sync"));
+        next_send = Clock::now() + kSyncRetry;
+      }
+      struct pollfd p {agent_fd_.get(), POLLIN, 0};
+      int r = ::poll(&p, 1, 50);
+      if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll agent socket");
+      if (r <= 0) continue;
+      ssize_t n = ::read(agent_fd_.get(), buf, sizeof buf);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n < 0) return ErrnoStatus(errno, "read agent socket");
+      if (n == 0) return Unavailable("the agent channel closed during the sync");
+      std::string_view data(buf, static_cast<size_t>(n));
+      if (!synced) {
+        scan.append(data);
+        data = {};
+        for (size_t k = 0; k + ttrpc::kHeaderSize <= scan.size(); ++k) {
+          const auto* h = reinterpret_cast<const unsigned char*>(scan.data() + k);
+          uint32_t len = (uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) | (uint32_t{h[2]} << 8) | h[3];
+          uint32_t id = (uint32_t{h[4]} << 24) | (uint32_t{h[5]} << 16) | (uint32_t{h[6]} << 8) | h[7];
+          if (id == sync_id && h[8] == ttrpc::kTypeResponse && len <= 4096) {
+            synced = true;
+            scan.erase(0, k);
+            data = scan;
+            break;
+          }
+        }
+        if (!synced) {
+          if (scan.size() > (64u << 10)) scan.erase(0, scan.size() - ttrpc::kHeaderSize);
+          continue;
+        }
+      }
+      events.clear();
+      decoder.Feed(data, &events);
+      for (auto& ev : events) {
+        if (ev.kind != ttrpc::DecodeEvent::kFrame || ev.frame.stream_id != sync_id) continue;
+        ::ttrpc::Response resp;
+        if (!resp.ParseFromString(ev.frame.payload)) return DataLoss("malformed sync reply");
+        VMF_RETURN_IF_ERROR(ttrpc::StatusFromWire(resp.status().code(), resp.status().message()));
+        replied = true;
+      }
+      // Hand over on a frame boundary; later replies to re-sent syncs are
+      // whole frames for an id the client never uses, which it drops.
+      if (replied && !decoder.mid_frame()) {
+        client_ = std::make_unique<ttrpc::Client>(std::move(agent_fd_), sync_id + 2);
+        return OkStatus();
+      }
+    }
+  }
+
+  // ExecProcess `echo ready` and ReadStdout until its first output.
+  Status EchoReady(const std::string& exec_id, Clock::time_point* first_output_at) {
+    grpc::ExecProcessRequest req;
+    req.set_exec_id(exec_id);
+    req.mutable_process()->add_args("echo");
+    req.mutable_process()->add_args("ready");
+    req.mutable_process()->set_cwd("/");
+    grpc::Empty empty;
+    VMF_RETURN_IF_ERROR(
+        client_->Call("grpc.AgentService", "ExecProcess", req, &empty, Deadline(kGuestCallTimeout)).WithContext("exec echo"));
+    grpc::ReadStreamRequest rreq;
+    rreq.set_exec_id(exec_id);
+    rreq.set_len(4096);
+    grpc::ReadStreamResponse rresp;
+    VMF_RETURN_IF_ERROR(client_->Call("grpc.AgentService", "ReadStdout", rreq, &rresp, Deadline(kGuestCallTimeout)));
+    *first_output_at = Clock::now();
+    if (rresp.data().rfind("ready", 0) != 0) return Internal("echo ready printed \"" + rresp.data() + "\"");
+    return OkStatus();
+  }
+
+  qmp::QmpClient& qmp() { return *qmp_; }
+  void CloseAgent() {
+    client_.reset();
+    agent_fd_.reset();
+  }
+  // Waits for QEMU to exit by itself (after a QMP quit).
+  Status WaitExit(Duration d) { return process_.Wait(Deadline(d)).status(); }
+  Result<uint64_t> PssKb() override { return ReadPssKb(process_.pid()); }
+  const std::string& dir() const { return dir_.path(); }
+
+ private:
+  RawQemu() = default;
+  std::string log_path() const { return dir_.path() + "/qemu.log"; }
+
+  ScopedDir dir_;
+  ChildProcess process_;
+  std::shared_ptr<KillGuard> guard_ = std::make_shared<KillGuard>();
+  CancelToken* cancel_ = nullptr;
+  int cancel_handle_ = 0;
+  std::unique_ptr<qmp::QmpClient> qmp_;
+  UniqueFd agent_fd_;
+  std::unique_ptr<ttrpc::Client> client_;
+};
+
+// qemu-cold and qemu-loadvm: QEMU with the factory's own command line
+// (vmf::QemuArgv: same kernel, initramfs, machine, memory and vCPUs).
+class RawQemuSource : public Source {
+ public:
+  RawQemuSource(Mode mode, VMConfig config, std::string dir, bool kvm)
+      : mode_(mode), config_(std::move(config)), dir_(std::move(dir)), kvm_(kvm) {
+    config_.hypervisor.boot_from_template = false;
+    config_.hypervisor.boot_to_be_template = false;
+  }
+
+  // qemu-loadvm: a qcow2 disk, a cold boot until the agent answers, then
+  // savevm into the disk and quit. Once per run, not measured.
+  Status MakeSnapshot(CancelToken* cancel) {
+    auto start = Clock::now();
+    std::string snapdir = dir_ + "/loadvm";
+    VMF_RETURN_IF_ERROR(MakeDirs(snapdir));
+    disk_ = snapdir + "/disk.qcow2";
+    std::string img = FindProgram("qemu-img");
+    if (img.empty()) return FailedPrecondition("qemu-img not found (Debian package qemu-utils)");
+    VMF_RETURN_IF_ERROR(
+        RunTool({img, "create", "-f", "qcow2", disk_, "1G"}, snapdir + "/qemu-img.log", std::chrono::seconds(60))
+            .status());
+    std::fprintf(stderr, "bench: qemu-loadvm: cold-booting the VM to snapshot\n");
+    Deadline deadline(config_.agent.boot_timeout);
+    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Argv("snap", snapdir + "/vm", disk_, false), snapdir + "/vm",
+                                                cancel, deadline));
+    VMF_RETURN_IF_ERROR(q->SyncAgent(deadline).WithContext("snapshot VM"));
+    // No host client on the agent channel while saving (as for templates).
+    q->CloseAgent();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::fprintf(stderr, "bench: qemu-loadvm: savevm\n");
+    VMF_ASSIGN_OR_RETURN(json out, q->qmp().Execute("human-monitor-command", json{{"command-line", "savevm bench"}},
+                                                    Deadline(std::chrono::seconds(300))));
+    std::string text = out.is_string() ? out.get<std::string>() : out.dump();
+    if (!text.empty() && text.find_first_not_of(" \r\n") != std::string::npos) {
+      return Internal("savevm said: " + text);
+    }
+    (void)q->qmp().Execute("quit", nullptr, Deadline(std::chrono::seconds(5)));
+    (void)q->WaitExit(std::chrono::seconds(10));
+    q.reset();
+    struct stat sb {};
+    if (::stat(disk_.c_str(), &sb) == 0) disk_bytes_ = static_cast<uint64_t>(sb.st_size);
+    made_in_ = Since(start);
+    std::fprintf(stderr, "bench: qemu-loadvm: snapshot made in %.2f s (%.1f MiB qcow2)\n",
+                 Ms(made_in_) / 1000.0, static_cast<double>(disk_bytes_) / (1 << 20));
+    return OkStatus();
+  }
+
+  Result<Sample> Once(int i, std::unique_ptr<Instance>* keep, CancelToken* cancel) override {
+    int n = ++seq_;
+    std::string name = std::string(mode_ == Mode::kQemuCold ? "cold-" : "loadvm-") + std::to_string(n);
+    std::string vmdir = dir_ + "/" + name;
+    std::string disk;
+    if (mode_ == Mode::kQemuLoadvm) {
+      // loadvm writes to the image (it switches its L1 table), so QEMUs at
+      // once cannot share one: each gets a copy, made before the clock starts.
+      disk = dir_ + "/" + name + ".qcow2";
+      VMF_RETURN_IF_ERROR(CopyFile(disk_, disk));
+    }
+    struct RemoveFile {
+      std::string path;
+      ~RemoveFile() {
+        if (!path.empty()) ::unlink(path.c_str());
+      }
+    } remove_disk{disk};
+
+    Sample s;
+    Deadline deadline(config_.agent.boot_timeout);
+    auto t0 = Clock::now();
+    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Argv(name, vmdir, disk, mode_ == Mode::kQemuLoadvm), vmdir, cancel,
+                                                deadline));
+    auto t1 = Clock::now();
+    s.steps.emplace_back(mode_ == Mode::kQemuCold ? "qemu start" : "qemu start + loadvm", Between(t0, t1));
+    VMF_RETURN_IF_ERROR(q->SyncAgent(deadline));
+    auto t2 = Clock::now();
+    s.steps.emplace_back(mode_ == Mode::kQemuCold ? "guest boot + agent sync" : "agent sync", Between(t1, t2));
+    Clock::time_point first{};
+    VMF_RETURN_IF_ERROR(q->EchoReady("bench-" + name, &first));
+    s.steps.emplace_back("first exec output", Between(t2, first));
+    s.total = Between(t0, first);
+    if (keep) {
+      // The disk copy stays until the instance goes (it is in the VM's dir's parent).
+      remove_disk.path.clear();
+      struct Kept : Instance {
+        std::unique_ptr<RawQemu> q;
+        std::string disk;
+        ~Kept() override {
+          q.reset();
+          if (!disk.empty()) ::unlink(disk.c_str());
+        }
+        Result<uint64_t> PssKb() override { return q->PssKb(); }
+      };
+      auto k = std::make_unique<Kept>();
+      k->q = std::move(q);
+      k->disk = disk;
+      *keep = std::move(k);
+    }
+    return s;
+  }
+
+  void Describe(json* j) const override {
+    if (mode_ == Mode::kQemuLoadvm) {
+      (*j)["snapshot_made_s"] = Ms(made_in_) / 1000.0;
+      (*j)["snapshot_qcow2_bytes"] = disk_bytes_;
+    }
+    (*j)["qemu_argv_example"] = Argv("N", dir_ + "/N", mode_ == Mode::kQemuLoadvm ? dir_ + "/N.qcow2" : "",
+                                     mode_ == Mode::kQemuLoadvm);
+  }
+
+ private:
+  std::vector<std::string> Argv(const std::string& id, const std::string& vmdir, const std::string& disk,
+                                bool loadvm) const {
+    auto argv = QemuArgv("bench-" + id, config_.hypervisor, vmdir, kvm_);
+    std::string qemu = FindProgram(config_.hypervisor.qemu_path);
+    if (!qemu.empty()) argv[0] = qemu;
+    if (!disk.empty()) {
+      argv.insert(argv.end(), {"-drive", "file=" + disk + ",if=none,id=snap,format=qcow2", "-device",
+                               "virtio-blk-pci,drive=snap"});
+    }
+    if (loadvm) argv.insert(argv.end(), {"-loadvm", "bench"});
+    return argv;
+  }
+
+  Mode mode_;
+  VMConfig config_;
+  std::string dir_;
+  bool kvm_;
+  std::string disk_;
+  uint64_t disk_bytes_ = 0;
+  Duration made_in_{0};
+  std::atomic<int> seq_{0};
+};
+
+// ---- measurements ----
 
 struct LatencyStats {
   std::vector<Sample> samples;
   Duration p50{0}, p95{0}, max{0};
-  // Mean per step, in the order the steps first appeared.
-  std::vector<std::pair<std::string, double>> step_means_ms;
+  std::vector<std::pair<std::string, double>> step_means_ms;  // in the order the steps first appeared
+  int cache_hits = 0;
+  Duration hit_p50{0};
 };
 
 // Nearest rank: the smallest value with at least p% of the samples at or below it.
 Duration Percentile(std::vector<Duration> sorted, double p) {
+  if (sorted.empty()) return Duration{0};
   std::sort(sorted.begin(), sorted.end());
   size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
   rank = std::clamp<size_t>(rank, 1, sorted.size());
   return sorted[rank - 1];
 }
 
-// One iteration: time from asking for a VM to the first output of `echo ready`.
-Result<Sample> MeasureOnce(Mode mode, const VMConfig& config, const BenchTemplate* tmpl, int i,
-                           CancelToken* cancel) {
-  Sample s;
-  auto t0 = Clock::now();
-  VMF_ASSIGN_OR_RETURN(std::unique_ptr<VM> vm, GetVM(mode, config, tmpl, &s.steps, cancel));
-  auto exec_at = Clock::now();
-  Clock::time_point first_output_at{};
-  std::string exec_id = std::string("bench-") + ModeName(mode) + "-" + std::to_string(i);
-  // Exec waits for the exit after the first output; t1 is the first output.
-  VMF_ASSIGN_OR_RETURN(std::string out, Exec(*vm, exec_id, {"echo", "ready"}, true, &first_output_at));
-  if (out.rfind("ready", 0) != 0) return Internal("echo ready printed \"" + out + "\"");
-  s.total = std::chrono::duration_cast<Duration>(first_output_at - t0);
-  s.steps.emplace_back("exec to first output",
-                       std::chrono::duration_cast<Duration>(first_output_at - exec_at));
-  Status st = vm->Stop();
-  if (!st.ok()) std::fprintf(stderr, "bench: stopping the VM: %s\n", st.ToString().c_str());
-  return s;
-}
-
-Result<LatencyStats> MeasureLatency(Mode mode, const VMConfig& config, const BenchTemplate* tmpl,
-                                    int iterations, CancelToken* cancel) {
+Result<LatencyStats> MeasureLatency(Mode mode, Source& src, int iterations, CancelToken* cancel) {
   LatencyStats stats;
   for (int i = 1; i <= iterations; ++i) {
     if (cancel->cancelled()) return Cancelled("interrupted");
-    VMF_ASSIGN_OR_RETURN(Sample s, MeasureOnce(mode, config, tmpl, i, cancel));
-    std::fprintf(stderr, "bench: %s %d/%d %lld ms\n", ModeName(mode), i, iterations,
-                 static_cast<long long>(s.total.count()));
+    VMF_RETURN_IF_ERROR(src.Prepare(cancel));
+    VMF_ASSIGN_OR_RETURN(Sample s, src.Once(i, nullptr, cancel));
+    std::fprintf(stderr, "bench: %s latency %d/%d: %lld ms%s\n", ModeName(mode), i, iterations,
+                 static_cast<long long>(s.total.count()),
+                 mode == Mode::kCache ? (s.cache_hit ? " (pool hit)" : " (pool MISS)") : "");
     stats.samples.push_back(std::move(s));
   }
-  std::vector<Duration> totals;
-  for (const auto& s : stats.samples) totals.push_back(s.total);
+  std::vector<Duration> totals, hits;
+  for (const auto& s : stats.samples) {
+    totals.push_back(s.total);
+    if (s.cache_hit) hits.push_back(s.total);
+  }
   stats.p50 = Percentile(totals, 50);
   stats.p95 = Percentile(totals, 95);
   stats.max = *std::max_element(totals.begin(), totals.end());
+  stats.cache_hits = static_cast<int>(hits.size());
+  stats.hit_p50 = Percentile(hits, 50);
 
   std::vector<std::pair<std::string, std::vector<Duration>>> by_step;
   for (const auto& s : stats.samples) {
@@ -202,122 +705,418 @@ Result<LatencyStats> MeasureLatency(Mode mode, const VMConfig& config, const Ben
   return stats;
 }
 
-// ---- memory ----
-
-// The "Pss:" line of /proc/PID/smaps_rollup, in kB.
-Result<uint64_t> ReadPssKb(pid_t pid) {
-  if (pid <= 0) return FailedPrecondition("no such process (pid " + std::to_string(pid) + ")");
-  std::string path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
-  std::ifstream in(path);
-  if (!in) return ErrnoStatus(errno, "open " + path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Pss:", 0) != 0) continue;
-    std::istringstream fields(line.substr(4));
-    uint64_t kb = 0;
-    if (fields >> kb) return kb;
-    return DataLoss("cannot parse \"" + line + "\" in " + path);
-  }
-  return NotFound("no Pss: line in " + path);
-}
-
-// Starts k VMs (one after the other), runs `true` in each, then sums the PSS
-// of each VM's QEMU and proxy; returns the mean per VM in MiB. The VMs are
-// stopped when this returns, on every path.
-Result<double> MeasureMemory(Mode mode, const VMConfig& config, const BenchTemplate* tmpl, int k,
-                             CancelToken* cancel) {
-  std::vector<std::unique_ptr<VM>> vms;
+// K VMs alive at once (started one after the other); the mean PSS per VM in MiB.
+Result<double> MeasureMemory(Mode mode, Source& src, int k, CancelToken* cancel) {
+  std::vector<std::unique_ptr<Instance>> vms;
   for (int i = 1; i <= k; ++i) {
     if (cancel->cancelled()) return Cancelled("interrupted");
-    VMF_ASSIGN_OR_RETURN(std::unique_ptr<VM> vm, GetVM(mode, config, tmpl, nullptr, cancel));
-    std::string exec_id = std::string("bench-mem-") + ModeName(mode) + "-" + std::to_string(i);
-    VMF_RETURN_IF_ERROR(Exec(*vm, exec_id, {"true"}, false, nullptr).status());
+    std::unique_ptr<Instance> inst;
+    VMF_RETURN_IF_ERROR(src.Once(1000 + i, &inst, cancel).status());
     std::fprintf(stderr, "bench: %s memory: VM %d/%d running\n", ModeName(mode), i, k);
-    vms.push_back(std::move(vm));
+    vms.push_back(std::move(inst));
   }
   uint64_t total_kb = 0;
   for (auto& vm : vms) {
-    VMF_ASSIGN_OR_RETURN(uint64_t qemu_kb, ReadPssKb(vm->qemu_pid()));
-    VMF_ASSIGN_OR_RETURN(uint64_t proxy_kb, ReadPssKb(vm->proxy_pid()));
-    total_kb += qemu_kb + proxy_kb;
+    VMF_ASSIGN_OR_RETURN(uint64_t kb, vm->PssKb());
+    total_kb += kb;
   }
   double mean_mib = static_cast<double>(total_kb) / static_cast<double>(vms.size()) / 1024.0;
   std::fprintf(stderr, "bench: %s memory: %.1f MiB PSS per VM (%d at once); stopping them\n", ModeName(mode),
                mean_mib, k);
-  for (auto& vm : vms) {
-    Status st = vm->Stop();
-    if (!st.ok()) std::fprintf(stderr, "bench: stopping a VM: %s\n", st.ToString().c_str());
-  }
   return mean_mib;
+}
+
+struct Throughput {
+  int vms = 0;
+  double wall_s = 0;
+  double per_minute = 0;
+};
+
+// C workers at once, each getting kThroughputPerWorker VMs (to first output)
+// one after the other; VMs ready per minute of wall time.
+Result<Throughput> MeasureThroughput(Mode mode, Source& src, int c, CancelToken* cancel) {
+  VMF_RETURN_IF_ERROR(src.Prepare(cancel));
+  std::mutex mu;
+  Status first_error;
+  std::atomic<int> done{0};
+  auto start = Clock::now();
+  std::vector<std::thread> workers;
+  for (int w = 0; w < c; ++w) {
+    workers.emplace_back([&, w] {
+      for (int j = 0; j < kThroughputPerWorker; ++j) {
+        if (cancel->cancelled()) return;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          if (!first_error.ok()) return;
+        }
+        auto s = src.Once(2000 + w * 100 + j, nullptr, cancel);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> l(mu);
+          if (first_error.ok()) first_error = s.status();
+          return;
+        }
+        int n = ++done;
+        std::fprintf(stderr, "bench: %s throughput: %d/%d ready (%lld ms)\n", ModeName(mode), n,
+                     c * kThroughputPerWorker, static_cast<long long>(s->total.count()));
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  if (cancel->cancelled()) return Cancelled("interrupted");
+  if (!first_error.ok()) return first_error.WithContext("throughput");
+  Throughput t;
+  t.vms = done.load();
+  t.wall_s = MsF(Clock::now() - start) / 1000.0;
+  t.per_minute = t.wall_s > 0 ? t.vms / t.wall_s * 60.0 : 0;
+  std::fprintf(stderr, "bench: %s throughput: %d VMs in %.2f s with %d at once: %.1f per minute\n", ModeName(mode),
+               t.vms, t.wall_s, c, t.per_minute);
+  return t;
 }
 
 // ---- report ----
 
 struct ModeResult {
   Mode mode;
+  Status status;  // not OK: the mode could not be measured
   LatencyStats latency;
   double pss_mib = 0;
+  Throughput throughput;
+  json extra = json::object();
 };
 
-const ModeResult* Find(const std::vector<ModeResult>& results, Mode m) {
-  for (const auto& r : results) {
-    if (r.mode == m) return &r;
-  }
-  return nullptr;
+double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+struct Ratios {
+  double latency_p50 = 0, memory = 0, throughput = 0;
+};
+
+Ratios RatiosOf(const ModeResult& r, const ModeResult& base) {
+  return {Ratio(Ms(r.latency.p50), Ms(base.latency.p50)), Ratio(r.pss_mib, base.pss_mib),
+          Ratio(r.throughput.per_minute, base.throughput.per_minute)};
 }
 
-void PrintReport(const std::vector<ModeResult>& results, const BenchTemplate* tmpl, int k) {
+json MachineJson(const VMConfig& config, bool kvm, const std::string& tmp) {
+  json m;
+  std::string model = "unknown";
+  if (auto cpu = ReadFile("/proc/cpuinfo", 16 << 20); cpu.ok()) {
+    std::istringstream in(*cpu);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+        model = line.substr(line.find(':') + 2);
+        break;
+      }
+    }
+  }
+  m["cpu_model"] = model;
+  m["cores"] = std::thread::hardware_concurrency();
+  if (auto mem = ReadFile("/proc/meminfo"); mem.ok()) {
+    std::istringstream in(*mem);
+    std::string key;
+    uint64_t kb = 0;
+    if (in >> key >> kb && key == "MemTotal:") m["memory_mib"] = kb / 1024;
+  }
+  struct utsname u {};
+  if (::uname(&u) == 0) m["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.version;
+  m["accel"] = kvm ? "KVM" : "TCG";
+  std::string qemu = FindProgram(config.hypervisor.qemu_path);
+  auto ver = qemu.empty() ? Result<std::string>(NotFound("no qemu"))
+                          : RunTool({qemu, "--version"}, tmp + "/qemu-version.txt", std::chrono::seconds(20));
+  m["qemu_version"] = ver.ok() ? FirstLine(*ver) : "unknown";
+  double load[3] = {0, 0, 0};
+  if (::getloadavg(load, 3) == 3) m["loadavg_at_end"] = {load[0], load[1], load[2]};
+  m["guest"] = {{"kernel", config.hypervisor.kernel},
+                {"initrd", config.hypervisor.initrd},
+                {"machine", config.hypervisor.machine},
+                {"vcpus", config.hypervisor.vcpus},
+                {"memory_mib", config.hypervisor.memory_mib}};
+  return m;
+}
+
+json ResultsJson(const BenchOptions& opts, const std::vector<ModeResult>& results, const ModeResult* base,
+                 const json& machine, const BenchTemplate* tmpl) {
+  json j;
+  j["command_line"] = opts.command_line;
+  j["machine"] = machine;
+  j["settings"] = {{"iterations", opts.iterations},
+                   {"concurrency", opts.concurrency},
+                   {"memory_vms_at_once", opts.concurrency_mem},
+                   {"throughput_vms", opts.concurrency * kThroughputPerWorker}};
+  if (tmpl) j["template_made_s"] = Ms(tmpl->created_in()) / 1000.0;
+  j["baseline"] = base ? ModeName(base->mode) : nullptr;
+  json modes = json::array();
+  for (const auto& r : results) {
+    json m;
+    m["mode"] = ModeName(r.mode);
+    if (!r.status.ok()) {
+      m["error"] = r.status.ToString();
+      modes.push_back(m);
+      continue;
+    }
+    json samples = json::array();
+    for (const auto& s : r.latency.samples) {
+      json steps = json::array();
+      for (const auto& [name, d] : s.steps) steps.push_back({{"step", name}, {"ms", d.count()}});
+      json e = {{"total_ms", s.total.count()}, {"steps", steps}};
+      if (r.mode == Mode::kCache) e["cache_hit"] = s.cache_hit;
+      samples.push_back(e);
+    }
+    m["latency_ms"] = {{"p50", r.latency.p50.count()},
+                       {"p95", r.latency.p95.count()},
+                       {"max", r.latency.max.count()},
+                       {"samples", samples}};
+    json means = json::array();
+    for (const auto& [name, ms] : r.latency.step_means_ms) means.push_back({{"step", name}, {"mean_ms", ms}});
+    m["step_means"] = means;
+    m["pss_mib_per_vm"] = r.pss_mib;
+    m["pss_counts"] = (r.mode == Mode::kQemuCold || r.mode == Mode::kQemuLoadvm) ? "qemu" : "qemu+proxy";
+    m["throughput"] = {{"vms", r.throughput.vms},
+                       {"wall_s", r.throughput.wall_s},
+                       {"vms_per_minute", r.throughput.per_minute},
+                       {"concurrency", opts.concurrency}};
+    if (r.mode == Mode::kCache) {
+      m["cache_hits"] = r.latency.cache_hits;
+      m["cache_hit_p50_ms"] = r.latency.hit_p50.count();
+      m["target_cache_hit_p50_under_ms"] = kTargetCacheHitMs;
+      m["target_met"] = r.latency.cache_hits > 0 && Ms(r.latency.hit_p50) < kTargetCacheHitMs;
+    }
+    if (base && base->status.ok()) {
+      Ratios q = RatiosOf(r, *base);
+      m["ratios_vs_baseline"] = {{"latency_p50", q.latency_p50}, {"memory", q.memory}, {"throughput", q.throughput}};
+    }
+    for (auto& [k, v] : r.extra.items()) m[k] = v;
+    modes.push_back(m);
+  }
+  j["modes"] = modes;
+  return j;
+}
+
+void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& results, const ModeResult* base,
+                 const BenchTemplate* tmpl) {
+  std::printf("\n");
   if (tmpl) {
-    std::printf("template: made in %.2f s (%u vCPUs, %u MiB), private to this run\n",
-                std::chrono::duration<double>(tmpl->created_in()).count(), tmpl->info().hypervisor.vcpus,
-                tmpl->info().hypervisor.memory_mib);
+    std::printf("template: made in %.2f s (%u vCPUs, %u MiB), private to this run\n", Ms(tmpl->created_in()) / 1000.0,
+                tmpl->info().hypervisor.vcpus, tmpl->info().hypervisor.memory_mib);
   }
   for (const auto& r : results) {
+    if (!r.status.ok()) continue;
     std::printf("%s steps (mean ms):\n", ModeName(r.mode));
-    for (const auto& [name, ms] : r.latency.step_means_ms) std::printf("  %-28s %8.1f\n", name.c_str(), ms);
+    for (const auto& [name, ms] : r.latency.step_means_ms) std::printf("  %-48s %9.1f\n", name.c_str(), ms);
   }
-  std::printf("\n%-10s %-4s %7s %7s %7s  %s\n", "mode", "n", "p50 ms", "p95 ms", "max ms", "PSS/VM MiB");
+  std::string base_name = base ? ModeName(base->mode) : "-";
+  std::printf("\n%-12s %3s %8s %8s %8s %9s %8s %9s %9s %9s\n", "mode", "n", "p50 ms", "p95 ms", "max ms", "PSS MiB",
+              "VMs/min", "p50 ratio", "PSS ratio", "thr ratio");
   for (const auto& r : results) {
-    std::printf("%-10s %-4zu %7lld %7lld %7lld  %.1f\n", ModeName(r.mode), r.latency.samples.size(),
-                static_cast<long long>(r.latency.p50.count()), static_cast<long long>(r.latency.p95.count()),
-                static_cast<long long>(r.latency.max.count()), r.pss_mib);
+    if (!r.status.ok()) {
+      std::printf("%-12s FAILED: %s\n", ModeName(r.mode), r.status.ToString().c_str());
+      continue;
+    }
+    Ratios q = base && base->status.ok() ? RatiosOf(r, *base) : Ratios{};
+    std::printf("%-12s %3zu %8lld %8lld %8lld %9.1f %8.1f %9.3f %9.3f %9.2f\n", ModeName(r.mode),
+                r.latency.samples.size(), static_cast<long long>(r.latency.p50.count()),
+                static_cast<long long>(r.latency.p95.count()), static_cast<long long>(r.latency.max.count()),
+                r.pss_mib, r.throughput.per_minute, q.latency_p50, q.memory, q.throughput);
   }
-  std::printf("(PSS: QEMU + proxy, mean over %d VMs alive at once)\n", k);
+  std::printf("(latency: request until `echo ready` printed; PSS: mean over %d VMs alive at once, QEMU + proxy,\n"
+              " QEMU only for qemu-*; VMs/min: %d VMs with %d requests at once; ratios against %s, same run)\n",
+              opts.concurrency_mem, opts.concurrency * kThroughputPerWorker, opts.concurrency, base_name.c_str());
 
-  const ModeResult* cold = Find(results, Mode::kCold);
-  const ModeResult* clone = Find(results, Mode::kTemplate);
-  if (!cold || !clone) return;
-  double latency_ratio = Ms(clone->latency.p50) / std::max(1.0, Ms(cold->latency.p50));
-  double speedup = Ms(cold->latency.p50) / std::max(1.0, Ms(clone->latency.p50));
-  double memory_ratio = clone->pss_mib / std::max(1e-9, cold->pss_mib);
-  std::printf("template/cold: latency %.3f (%.1fx faster), memory %.3f\n", latency_ratio, speedup,
-              memory_ratio);
-  std::printf("target: template p50 >= %.0fx faster than cold: %s (%.1fx)\n", kTargetSpeedup,
-              speedup >= kTargetSpeedup ? "met" : "NOT met", speedup);
-  std::printf("target: clone PSS <= %.0f%% of cold: %s (%.1f%%)\n", kTargetMemoryRatio * 100,
-              memory_ratio <= kTargetMemoryRatio ? "met" : "NOT met", memory_ratio * 100);
+  auto find = [&](Mode m) -> const ModeResult* {
+    for (const auto& r : results) {
+      if (r.mode == m && r.status.ok()) return &r;
+    }
+    return nullptr;
+  };
+  const ModeResult* cold = find(Mode::kCold);
+  const ModeResult* clone = find(Mode::kTemplate);
+  if (cold && clone) {
+    double speedup = Ratio(Ms(cold->latency.p50), std::max(1.0, Ms(clone->latency.p50)));
+    double memory_ratio = Ratio(clone->pss_mib, cold->pss_mib);
+    std::printf("target: template p50 >= %.0fx faster than cold: %s (%.1fx)\n", kTargetSpeedup,
+                speedup >= kTargetSpeedup ? "met" : "NOT met", speedup);
+    std::printf("target: clone PSS <= %.0f%% of cold: %s (%.1f%%)\n", kTargetMemoryRatio * 100,
+                memory_ratio <= kTargetMemoryRatio ? "met" : "NOT met", memory_ratio * 100);
+  }
+  if (const ModeResult* cache = find(Mode::kCache)) {
+    if (cache->latency.cache_hits == 0) {
+      std::printf("target: cache-hit p50 < %.0f ms: no pool hit measured\n", kTargetCacheHitMs);
+    } else {
+      std::printf("target: cache-hit p50 < %.0f ms: %s (%lld ms over %d hits)\n", kTargetCacheHitMs,
+                  Ms(cache->latency.hit_p50) < kTargetCacheHitMs ? "met" : "NOT met",
+                  static_cast<long long>(cache->latency.hit_p50.count()), cache->latency.cache_hits);
+    }
+  }
 }
 
-// The whole bench; the template (if any) lives as long as this call.
-Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelToken* cancel) {
+// A single-quoted gnuplot string (the path must not hold a quote or newline).
+Result<std::string> GnuplotString(const std::string& s) {
+  if (s.find_first_of("'\n\r") != std::string::npos) return InvalidArgument("path has a quote or newline: " + s);
+  return "'" + s + "'";
+}
+
+// Writes data files and a script into the temp dir, runs gnuplot on them.
+Status Plot(const std::string& out_png, const std::vector<ModeResult>& results, const json& machine,
+            const std::string& tmp, const BenchOptions& opts) {
+  std::string gnuplot = FindProgram("gnuplot");
+  if (gnuplot.empty()) {
+    return NotFound("gnuplot is not installed (Debian: apt-get install gnuplot-nox, or scripts/install-deps.sh)");
+  }
+  std::vector<const ModeResult*> ok;
+  for (const auto& r : results) {
+    if (r.status.ok()) ok.push_back(&r);
+  }
+  if (ok.empty()) return FailedPrecondition("no mode was measured: nothing to plot");
+  std::ostringstream lat, p50, mem, xtics;
+  for (size_t i = 0; i < ok.size(); ++i) {
+    const auto& r = *ok[i];
+    double x = static_cast<double>(i + 1);
+    size_t n = r.latency.samples.size();
+    for (size_t j = 0; j < n; ++j) {
+      double jitter = n > 1 ? (static_cast<double>(j) / static_cast<double>(n - 1) - 0.5) * 0.3 : 0;
+      lat << x + jitter << " " << std::max<int64_t>(1, r.latency.samples[j].total.count()) << "\n";
+    }
+    p50 << x << " " << std::max<int64_t>(1, r.latency.p50.count()) << " " << r.latency.p50.count() << "\n";
+    mem << x << " " << r.pss_mib << "\n";
+    xtics << (i ? ", " : "") << "\"" << ModeName(r.mode) << "\" " << x;
+  }
+  VMF_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/latency.dat", lat.str()));
+  VMF_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/p50.dat", p50.str()));
+  VMF_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/memory.dat", mem.str()));
+  VMF_ASSIGN_OR_RETURN(std::string out_q, GnuplotString(out_png));
+  std::string title = "vmfactory bench: " + machine.value("accel", std::string("?")) + ", " +
+                      std::to_string(machine.value("cores", 0)) + " cores, " +
+                      std::to_string(opts.config.hypervisor.vcpus) + " vCPU / " +
+                      std::to_string(opts.config.hypervisor.memory_mib) + " MiB guests, " +
+                      std::to_string(opts.iterations) + " samples per mode";
+  std::ostringstream s;
+  s << "set terminal pngcairo size 1400,560 font 'sans,11'\n"
+    << "set output " << out_q << "\n"
+    << "set multiplot layout 1,2 title \"" << title << "\"\n"
+    << "set xtics (" << xtics.str() << ")\n"
+    << "set xrange [0.4:" << ok.size() + 0.6 << "]\n"
+    << "set grid ytics mytics\n"
+    << "set key top right\n"
+    << "set title 'Latency: request until the first command output (log scale)'\n"
+    << "set logscale y\n"
+    << "set ylabel 'ms'\n"
+    << "plot '" << tmp << "/latency.dat' using 1:2 with points pt 7 ps 0.9 lc rgb '#3070b0' title 'sample', \\\n"
+    << "     '" << tmp << "/p50.dat' using 1:2 with points pt 5 ps 1.6 lc rgb '#d04020' title 'p50', \\\n"
+    << "     '" << tmp << "/p50.dat' using 1:2:(sprintf('%d ms', $3)) with labels offset 5,0 notitle\n"
+    << "unset logscale y\n"
+    << "set title 'Memory per VM (PSS; QEMU + proxy, QEMU only for qemu-*; " << opts.concurrency_mem
+    << " at once)'\n"
+    << "set ylabel 'MiB'\n"
+    << "set yrange [0:*]\n"
+    << "set style fill solid 0.7 border -1\n"
+    << "set boxwidth 0.6\n"
+    << "plot '" << tmp << "/memory.dat' using 1:2 with boxes lc rgb '#40a060' notitle, \\\n"
+    << "     '" << tmp << "/memory.dat' using 1:2:(sprintf('%.1f', $2)) with labels offset 0,0.8 notitle\n"
+    << "unset multiplot\n";
+  VMF_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/plot.gp", s.str()));
+  VMF_RETURN_IF_ERROR(RunTool({gnuplot, tmp + "/plot.gp"}, tmp + "/gnuplot.log", std::chrono::seconds(60)).status());
+  return OkStatus();
+}
+
+// One mode, start to end; its VMs and instances are gone when it returns.
+ModeResult RunMode(Mode mode, const BenchOptions& opts, const VMConfig& config, const BenchTemplate* tmpl,
+                   const std::string& tmp, bool kvm, CancelToken* cancel) {
+  ModeResult r{mode, OkStatus(), {}, 0, {}, json::object()};
+  std::fprintf(stderr, "bench: === %s ===\n", ModeName(mode));
+  auto run = [&](Source& src) -> Status {
+    VMF_ASSIGN_OR_RETURN(r.latency, MeasureLatency(mode, src, opts.iterations, cancel));
+    VMF_ASSIGN_OR_RETURN(r.pss_mib, MeasureMemory(mode, src, opts.concurrency_mem, cancel));
+    VMF_ASSIGN_OR_RETURN(r.throughput, MeasureThroughput(mode, src, opts.concurrency, cancel));
+    src.Describe(&r.extra);
+    return OkStatus();
+  };
+  if (mode == Mode::kCold || mode == Mode::kTemplate) {
+    FactorySource src(mode, config, tmpl, nullptr);
+    r.status = run(src);
+  } else if (mode == Mode::kCache) {
+    r.status = [&]() -> Status {
+      VMF_ASSIGN_OR_RETURN(auto base, NewTemplateFactory(config, tmpl->root()));
+      CacheOptions co;
+      co.target = std::max(2, opts.concurrency);
+      co.parallelism = 1;
+      co.base_source = "template";
+      VMCache cache(std::move(base), co);  // closed (pool stopped) when this lambda returns
+      r.extra["pool_target"] = co.target;
+      r.extra["pool_refill_parallelism"] = co.parallelism;
+      FactorySource src(mode, config, tmpl, &cache);
+      Status st = run(src);
+      cache.Close();
+      return st;
+    }();
+  } else {
+    std::string dir = tmp + "/" + ModeName(mode);
+    r.status = [&]() -> Status {
+      VMF_RETURN_IF_ERROR(MakeDirs(dir));
+      RawQemuSource src(mode, config, dir, kvm);
+      if (mode == Mode::kQemuLoadvm) VMF_RETURN_IF_ERROR(src.MakeSnapshot(cancel).WithContext("qemu-loadvm snapshot"));
+      return run(src);
+    }();
+  }
+  if (!r.status.ok()) std::fprintf(stderr, "bench: %s FAILED: %s\n", ModeName(mode), r.status.ToString().c_str());
+  return r;
+}
+
+// The whole bench: the private dir and the template live as long as this call.
+Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelToken* cancel, bool* mode_failed) {
+  VMConfig config = opts.config;
+  std::string runtime = config.runtime_dir.empty() ? DefaultRuntimeDir() : config.runtime_dir;
+  VMF_ASSIGN_OR_RETURN(auto tmp, PrivateDir::Create(runtime));  // destroyed last
+  std::fprintf(stderr, "bench: private dir %s\n", tmp->path().c_str());
+  config.runtime_dir = tmp->path();  // every VM's runtime dir lives in it too
+  const HypervisorConfig& h = config.hypervisor;
+  bool kvm = h.accel == Accel::kKvm || (h.accel == Accel::kAuto && KvmUsable());
+  json machine = MachineJson(config, kvm, tmp->path());
+  std::fprintf(stderr, "bench: %s, %s, %s\n", machine.value("accel", std::string()).c_str(),
+               machine.value("cpu_model", std::string()).c_str(), machine.value("qemu_version", std::string()).c_str());
+
   std::unique_ptr<BenchTemplate> tmpl;
-  if (std::find(modes.begin(), modes.end(), Mode::kTemplate) != modes.end()) {
+  if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache)) {
     std::fprintf(stderr, "bench: making a private template\n");
-    VMF_ASSIGN_OR_RETURN(tmpl, BenchTemplate::Create(opts.config));
-    std::fprintf(stderr, "bench: template made in %.2f s at %s\n",
-                 std::chrono::duration<double>(tmpl->created_in()).count(), tmpl->root().c_str());
+    VMF_ASSIGN_OR_RETURN(tmpl, BenchTemplate::Create(config, tmp->path() + "/template"));
+    std::fprintf(stderr, "bench: template made in %.2f s\n", Ms(tmpl->created_in()) / 1000.0);
   }
   std::vector<ModeResult> results;
   for (Mode mode : modes) {
     if (cancel->cancelled()) return Cancelled("interrupted");
-    ModeResult r{mode, {}, 0};
-    VMF_ASSIGN_OR_RETURN(r.latency, MeasureLatency(mode, opts.config, tmpl.get(), opts.iterations, cancel));
-    VMF_ASSIGN_OR_RETURN(r.pss_mib,
-                         MeasureMemory(mode, opts.config, tmpl.get(), opts.concurrency_mem, cancel));
-    results.push_back(std::move(r));
+    results.push_back(RunMode(mode, opts, config, tmpl.get(), tmp->path(), kvm, cancel));
+    if (cancel->cancelled()) return Cancelled("interrupted");
+    if (!results.back().status.ok()) *mode_failed = true;
   }
-  PrintReport(results, tmpl.get(), opts.concurrency_mem);
-  return OkStatus();
+  const ModeResult* base = nullptr;
+  for (const auto& r : results) {
+    if (r.mode == Mode::kCold) base = &r;
+  }
+  if (!base) base = &results.front();
+  if (!base->status.ok()) base = nullptr;
+  machine["loadavg_at_end"] = json::array();
+  if (double load[3]; ::getloadavg(load, 3) == 3) machine["loadavg_at_end"] = {load[0], load[1], load[2]};
+
+  PrintReport(opts, results, base, tmpl.get());
+  Status out = OkStatus();
+  if (!opts.json_path.empty()) {
+    json j = ResultsJson(opts, results, base, machine, tmpl.get());
+    Status st = WriteFileAtomic(opts.json_path, j.dump(2) + "\n", 0644);
+    if (st.ok()) {
+      std::printf("wrote %s\n", opts.json_path.c_str());
+    } else {
+      out = st.WithContext("--json");
+    }
+  }
+  if (!opts.plot_path.empty()) {
+    Status st = Plot(opts.plot_path, results, machine, tmp->path(), opts);
+    if (st.ok()) {
+      std::printf("wrote %s\n", opts.plot_path.c_str());
+    } else if (st.code() == Code::kNotFound) {
+      std::printf("plot skipped: %s\n", st.message().c_str());
+    } else if (out.ok()) {
+      out = st.WithContext("--plot");
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -328,30 +1127,35 @@ int RunBench(const BenchOptions& opts, CancelToken* cancel, const int* signal_se
     std::fprintf(stderr, "vmfactory bench: %s\n", modes.status().message().c_str());
     return 2;
   }
-  if (opts.iterations < 1) {
-    std::fprintf(stderr, "vmfactory bench: --iterations must be at least 1 (got %d)\n", opts.iterations);
+  auto positive = [](const char* name, int v) {
+    if (v >= 1) return true;
+    std::fprintf(stderr, "vmfactory bench: %s must be at least 1 (got %d)\n", name, v);
+    return false;
+  };
+  if (!positive("--iterations", opts.iterations) || !positive("--concurrency", opts.concurrency) ||
+      !positive("--concurrency-mem", opts.concurrency_mem)) {
     return 2;
   }
-  if (opts.concurrency_mem < 1) {
-    std::fprintf(stderr, "vmfactory bench: --concurrency-mem must be at least 1 (got %d)\n",
-                 opts.concurrency_mem);
+  if (!opts.plot_path.empty() && opts.plot_path.find_first_of("'\n\r") != std::string::npos) {
+    std::fprintf(stderr, "vmfactory bench: --plot path must not contain quotes or newlines\n");
     return 2;
   }
   if (Status st = opts.config.Validate(); !st.ok()) {
     std::fprintf(stderr, "vmfactory bench: %s\n", st.ToString().c_str());
     return 2;
   }
-  Status st = Bench(opts, *modes, cancel);
-  // Every VM and the template are gone by now (RAII), whatever happened.
+  bool mode_failed = false;
+  Status st = Bench(opts, *modes, cancel, &mode_failed);
+  // Every VM, QEMU, the template and the private dir are gone by now (RAII).
   if (cancel->cancelled()) {
-    std::fprintf(stderr, "vmfactory bench: interrupted; VMs stopped and the bench template removed\n");
+    std::fprintf(stderr, "vmfactory bench: interrupted; VMs stopped, private dir and template removed\n");
     return *signal_seen ? 128 + *signal_seen : 130;
   }
   if (!st.ok()) {
     std::fprintf(stderr, "vmfactory bench: %s\n", st.ToString().c_str());
     return 1;
   }
-  return 0;
+  return mode_failed ? 1 : 0;
 }
 
 }  // namespace vmf

@@ -207,14 +207,20 @@ int main(int argc, char** argv) {
 
   vmf::BenchOptions bench;
   bench.config = config.vm;
-  auto* bench_cmd = app.add_subcommand("bench", "time and size cold boots against template clones");
+  bench.command_line.assign(argv, argv + argc);
+  auto* bench_cmd =
+      app.add_subcommand("bench", "time and size VMs from each source (factory and plain QEMU) in one run");
   AddVmOptions(bench_cmd, &bench.config);
-  bench_cmd->add_option("--modes", bench.modes, "comma-separated: cold, template")
+  bench_cmd->add_option("--modes", bench.modes, "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm")
       ->delimiter(',')
       ->capture_default_str();
   bench_cmd->add_option("--iterations", bench.iterations, "latency samples per mode")->capture_default_str();
+  bench_cmd->add_option("--concurrency", bench.concurrency, "requests at once for the throughput figure")
+      ->capture_default_str();
   bench_cmd->add_option("--concurrency-mem", bench.concurrency_mem, "VMs alive at once to measure memory")
       ->capture_default_str();
+  bench_cmd->add_option("--json", bench.json_path, "write every figure to this JSON file");
+  bench_cmd->add_option("--plot", bench.plot_path, "draw latency and memory per mode into this PNG (gnuplot)");
 
   auto* status_cmd = app.add_subcommand("status", "describe the daemon, its pool and the template");
   auto* destroy_cmd = app.add_subcommand("destroy", "stop the daemon and remove the template completely");
