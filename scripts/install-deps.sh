@@ -11,6 +11,7 @@ packages=(
   libasio-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   qemu-system-x86 busybox-static cpio kmod
+  qemu-utils gnuplot-nox  # vmfactory bench: qemu-img for qemu-loadvm, gnuplot for --plot
 )
 
 missing=()
