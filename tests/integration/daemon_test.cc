@@ -205,6 +205,45 @@ TEST_F(DaemonTest, VmOfAnExitedClientIsStopped) {
   EXPECT_FALSE(fs::exists(runtime_ + "/vm/" + id));
 }
 
+TEST_F(DaemonTest, HandedOutVmKeepsWorkingAcrossADaemonRestart) {
+  WaitReady(2);
+  auto client = DaemonClient::Connect(socket_);
+  ASSERT_TRUE(client.ok());
+  auto handed = (*client)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
+  ASSERT_TRUE(handed.ok()) << handed.status().ToString();
+  EXPECT_EQ(handed->source(), "cache");
+  client->reset();
+
+  Stop();
+  Start();
+  auto s = WaitReady(2);
+  bool known = false;
+  for (const auto& h : s.handed_out()) known |= h.id() == handed->id();
+  EXPECT_TRUE(known) << "the new daemon knows the VM an earlier one handed out";
+
+  auto vm = VM::Attach(HandleFromProto(*handed), TestConfig());
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  auto r = Exec(**vm, {"echo", "alive"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->out, "alive\n");
+  // Hotplug through the handed-over QMP socket works too.
+  ASSERT_TRUE((*vm)->AddCPUs(1).ok());
+  ASSERT_TRUE((*vm)->OnlineCPUMemory().ok());
+  auto n = Exec(**vm, {"nproc"});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->out, "2\n");
+  ASSERT_TRUE((*vm)->Stop().ok());
+  Deadline d(std::chrono::seconds(10));
+  while (!d.expired()) {
+    auto st = Status();
+    if (st.ok() && st->handed_out_size() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto st = Status();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->handed_out_size(), 0) << "the daemon forgets a VM its owner stopped";
+}
+
 TEST_F(DaemonTest, SecondDaemonRefusesAndStaleSocketIsTakenOver) {
   WaitReady(2);
   auto [rc, out] = Cli(runtime_, {"--template-path", SharedTemplate().root, "serve", "--cache", "0", "--metrics", ""});

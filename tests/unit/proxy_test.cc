@@ -1,9 +1,11 @@
 // The proxy against a fake agent channel (a unix socket server standing in
 // for QEMU's chardev): sync past stale bytes, multiplexing, routing, errors.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
@@ -183,6 +185,51 @@ TEST_F(ProxyTest, ChannelLossFailsPendingCallsAtOnce) {
   t.join();
   EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST_F(ProxyTest, ManyThreadsOnOneClientAllGetTheirOwnReplies) {
+  // Regression: ids must reach the proxy in increasing order even when
+  // several threads call at once on one connection.
+  AnswerSync("");
+  auto c = Client();
+  ASSERT_TRUE(c);
+  std::atomic<bool> stop{false};
+  std::thread echo([&] {
+    // The fake agent answers every request with its own payload.
+    ttrpc::FrameDecoder d;
+    std::vector<DecodeEvent> ev;
+    char buf[65536];
+    while (!stop) {
+      pollfd p{agent_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = ::read(agent_.get(), buf, sizeof(buf));
+      if (n <= 0) return;
+      ev.clear();
+      d.Feed(std::string_view(buf, static_cast<size_t>(n)), &ev);
+      std::string out;
+      for (auto& e : ev) {
+        ::ttrpc::Request req;
+        req.ParseFromString(e.frame.payload);
+        out += EncodeFrame(e.frame.stream_id, ttrpc::kTypeResponse, 0, OkResponse(req.payload()));
+      }
+      (void)WriteAll(agent_.get(), out, Deadline(std::chrono::seconds(2)));
+    }
+  });
+  std::atomic<int> good{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 8; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        std::string msg = std::to_string(t) + ":" + std::to_string(i);
+        auto r = c->CallRaw("svc", "Echo", msg, Deadline(std::chrono::seconds(5)));
+        if (r.ok() && *r == msg) good++;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  stop = true;
+  echo.join();
+  EXPECT_EQ(good.load(), 200);
 }
 
 TEST_F(ProxyTest, BadClientStreamIdsAreRejected) {
