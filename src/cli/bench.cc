@@ -30,6 +30,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/process.h"
+#include "proxy/proxy.h"
 #include "common/scoped_dir.h"
 #include "factory/cache.h"
 #include "factory/factory.h"
@@ -401,15 +402,7 @@ class RawQemu : public Instance {
     VMF_ASSIGN_OR_RETURN(agent_fd_, ConnectUnixUntil(dir_.path() + "/agent.sock", deadline));
     std::random_device rd;
     uint32_t sync_id = (rd() % 0x3fffffffu) | 1u;
-    grpc::CheckRequest check;
-    ::ttrpc::Request req;
-    req.set_service("grpc.Health");
-    req.set_method("Check");
-    req.set_payload(check.SerializeAsString());
-    auto* kv = req.add_metadata();
-    kv->set_key("vmf-sync");
-    kv->set_value(std::to_string(sync_id));
-    const std::string frame = ttrpc::EncodeFrame(sync_id, ttrpc::kTypeRequest, 0, req.SerializeAsString());
+    const std::string frame = SyncRequestFrame(sync_id);
 
     std::string scan;                // bytes before the sync reply's header
     bool synced = false;             // found the sync reply's header

@@ -227,15 +227,7 @@ class ProxyServer {
 
   void SendSync() {
     if (synced_ || stopping_) return;
-    grpc::CheckRequest check;
-    ::ttrpc::Request req;
-    req.set_service("grpc.Health");
-    req.set_method("Check");
-    req.set_payload(check.SerializeAsString());
-    auto* kv = req.add_metadata();
-    kv->set_key("vmf-sync");
-    kv->set_value(std::to_string(sync_id_));
-    if (!agent_writer_.Send(EncodeFrame(sync_id_, ttrpc::kTypeRequest, 0, req.SerializeAsString()))) {
+    if (!agent_writer_.Send(SyncRequestFrame(sync_id_))) {
       Shutdown("agent channel queue overflow");
       return;
     }
@@ -477,6 +469,18 @@ void ClientConn::OnFrame(DecodeEvent& ev) {
 }
 
 }  // namespace
+
+std::string SyncRequestFrame(uint32_t stream_id) {
+  grpc::CheckRequest check;
+  ::ttrpc::Request req;
+  req.set_service("grpc.Health");
+  req.set_method("Check");
+  req.set_payload(check.SerializeAsString());
+  auto* kv = req.add_metadata();
+  kv->set_key("vmf-sync");
+  kv->set_value(std::to_string(stream_id));
+  return EncodeFrame(stream_id, ttrpc::kTypeRequest, 0, req.SerializeAsString());
+}
 
 Status RunProxy(const ProxyOptions& opts) {
   std::vector<spdlog::sink_ptr> sinks;

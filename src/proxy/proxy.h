@@ -18,6 +18,7 @@
 // SIGTERM/SIGINT, removing its socket.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/clock.h"
@@ -34,6 +35,10 @@ struct ProxyOptions {
   Duration connect_timeout = std::chrono::seconds(30);
   int ready_fd = -1;  // written "ready\n" once listening, then closed
 };
+
+// The resync request that opens every session on an agent channel: a
+// grpc.Health/Check carrying metadata "vmf-sync", framed on stream_id.
+std::string SyncRequestFrame(uint32_t stream_id);
 
 // Runs the proxy until the channel closes or a stop signal; blocks.
 Status RunProxy(const ProxyOptions& opts);
