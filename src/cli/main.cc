@@ -57,12 +57,6 @@ void AddVmOptions(CLI::App* cmd, vmf::VMConfig* c) {
   cmd->add_option("--initrd", c->hypervisor.initrd, "guest initramfs")->capture_default_str();
 }
 
-// Hotplug ceilings follow the size asked for when it is above the defaults.
-void FitCeilings(vmf::VMConfig* c) {
-  c->hypervisor.max_vcpus = std::max(c->hypervisor.max_vcpus, c->hypervisor.vcpus);
-  c->hypervisor.max_memory_mib = std::max(c->hypervisor.max_memory_mib, c->hypervisor.memory_mib);
-}
-
 int Fail(const vmf::Status& st) {
   std::fprintf(stderr, "vmfactory: %s\n", st.ToString().c_str());
   return 1;
@@ -76,7 +70,7 @@ std::string Age(int64_t created) {
 }
 
 int Init(vmf::VMConfig config, const std::string& root, bool force) {
-  FitCeilings(&config);
+  vmf::FitCeilings(&config.hypervisor);
   auto start = vmf::Clock::now();
   auto progress = [&](const std::string& step) {
     auto now = vmf::Clock::now();
@@ -260,13 +254,13 @@ int main(int argc, char** argv) {
   SignalWatcher signals(&cancel);
   if (init_cmd->parsed()) return Init(init_config, template_root, force);
   if (run_cmd->parsed()) {
-    FitCeilings(&run.config);
+    vmf::FitCeilings(&run.config.hypervisor);
     run.template_root = template_root;
     run.daemon_socket = daemon_socket;
     return vmf::RunCommand(run, &cancel, signals.signal_seen());
   }
   if (serve_cmd->parsed()) {
-    FitCeilings(&serve.vm);
+    vmf::FitCeilings(&serve.vm.hypervisor);
     serve.socket_path = daemon_socket;
     serve.template_path = template_root;
     if (no_template) serve.use_template = false;
@@ -275,7 +269,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (bench_cmd->parsed()) {
-    FitCeilings(&bench.config);
+    vmf::FitCeilings(&bench.config.hypervisor);
     return vmf::RunBench(bench, &cancel, signals.signal_seen());
   }
   return 0;

@@ -197,8 +197,7 @@ class Daemon {
     VMConfig request = opts_.vm;
     if (req.cpus() > 0) request.hypervisor.vcpus = req.cpus();
     if (req.memory_mib() > 0) request.hypervisor.memory_mib = req.memory_mib();
-    request.hypervisor.max_vcpus = std::max(request.hypervisor.max_vcpus, request.hypervisor.vcpus);
-    request.hypervisor.max_memory_mib = std::max(request.hypervisor.max_memory_mib, request.hypervisor.memory_mib);
+    FitCeilings(&request.hypervisor);
     VMF_RETURN_IF_ERROR(request.Validate());
     if (peer.pid <= 0) return FailedPrecondition("cannot tell which process asks (no SO_PEERCRED)");
 

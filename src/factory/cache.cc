@@ -56,11 +56,7 @@ void VMCache::Close() {
 }
 
 bool VMCache::Fits(const VMConfig& request) const {
-  const auto& base = base_->Config().hypervisor;
-  const auto& req = request.hypervisor;
-  return req.kernel == base.kernel && req.initrd == base.initrd && req.machine == base.machine &&
-         req.kernel_params == base.kernel_params && req.vcpus >= base.vcpus && req.vcpus <= base.max_vcpus &&
-         req.memory_mib >= base.memory_mib && req.memory_mib <= base.max_memory_mib;
+  return HypervisorMismatch(base_->Config().hypervisor, request.hypervisor, "the pool").empty();
 }
 
 Result<std::unique_ptr<VM>> VMCache::GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) {
@@ -86,16 +82,8 @@ Result<std::unique_ptr<VM>> VMCache::GetVM(const VMConfig& request, StepTimes* t
         continue;  // destroyed here
       }
       timer.Done("pool hand-out (resume, reseed, clock, hostname)");
-      uint32_t add_cpus = request.hypervisor.vcpus - vm->cpus();
-      uint32_t add_mem = request.hypervisor.memory_mib > vm->memory_mib()
-                             ? request.hypervisor.memory_mib - vm->memory_mib()
-                             : 0;
-      if (add_cpus > 0 || add_mem > 0) {
-        VMF_RETURN_IF_ERROR(vm->AddCPUs(add_cpus));
-        VMF_RETURN_IF_ERROR(vm->AddMemory(add_mem));
-        VMF_RETURN_IF_ERROR(vm->OnlineCPUMemory());
-        timer.Done("hotplug");
-      }
+      VMF_ASSIGN_OR_RETURN(bool grew, vm->GrowTo(request.hypervisor.vcpus, request.hypervisor.memory_mib));
+      if (grew) timer.Done("hotplug");
       last_was_hit = true;
       if (metrics_) {
         metrics_->ObserveGetVM("cache", std::chrono::duration<double>(Clock::now() - start).count());

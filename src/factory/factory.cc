@@ -88,14 +88,8 @@ Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMCon
   // Siblings must not share randomness, a stale clock or a name.
   VMF_RETURN_IF_ERROR(PrepareForHandOut(*vm));
   timer.Done("reseed, clock, hostname");
-  uint32_t add_cpus = request.hypervisor.vcpus - t.hypervisor.vcpus;
-  uint32_t add_mem = request.hypervisor.memory_mib - t.hypervisor.memory_mib;
-  if (add_cpus > 0 || add_mem > 0) {
-    VMF_RETURN_IF_ERROR(vm->AddCPUs(add_cpus));
-    VMF_RETURN_IF_ERROR(vm->AddMemory(add_mem));
-    VMF_RETURN_IF_ERROR(vm->OnlineCPUMemory());
-    timer.Done("hotplug");
-  }
+  VMF_ASSIGN_OR_RETURN(bool grew, vm->GrowTo(request.hypervisor.vcpus, request.hypervisor.memory_mib));
+  if (grew) timer.Done("hotplug");
   return vm;
 }
 

@@ -220,25 +220,28 @@ Status DestroyTemplate(const std::string& root) {
   return OkStatus();
 }
 
-std::string TemplateMismatch(const TemplateInfo& t, const VMConfig& req) {
-  const auto& a = t.hypervisor;
-  const auto& b = req.hypervisor;
-  if (a.kernel != b.kernel) return "kernel " + b.kernel + " differs from the template's " + a.kernel;
-  if (a.initrd != b.initrd) return "initrd " + b.initrd + " differs from the template's " + a.initrd;
-  if (a.machine != b.machine) return "machine " + b.machine + " differs from the template's " + a.machine;
-  if (a.kernel_params != b.kernel_params) return "kernel parameters differ from the template's";
-  if (b.vcpus < a.vcpus) return std::to_string(b.vcpus) + " vCPUs is fewer than the template's " + std::to_string(a.vcpus);
+std::string HypervisorMismatch(const HypervisorConfig& a, const HypervisorConfig& b, const std::string& whose) {
+  const std::string of = " " + whose + "'s ";
+  if (a.kernel != b.kernel) return "kernel " + b.kernel + " differs from" + of + a.kernel;
+  if (a.initrd != b.initrd) return "initrd " + b.initrd + " differs from" + of + a.initrd;
+  if (a.machine != b.machine) return "machine " + b.machine + " differs from" + of + a.machine;
+  if (a.kernel_params != b.kernel_params) return "kernel parameters differ from" + of.substr(0, of.size() - 1);
+  if (b.vcpus < a.vcpus) return std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus);
   if (b.vcpus > a.max_vcpus) {
-    return std::to_string(b.vcpus) + " vCPUs is more than the template's hotplug ceiling " + std::to_string(a.max_vcpus);
+    return std::to_string(b.vcpus) + " vCPUs is more than" + of + "hotplug ceiling " + std::to_string(a.max_vcpus);
   }
   if (b.memory_mib < a.memory_mib) {
-    return std::to_string(b.memory_mib) + " MiB is less than the template's " + std::to_string(a.memory_mib);
+    return std::to_string(b.memory_mib) + " MiB is less than" + of + std::to_string(a.memory_mib);
   }
   if (b.memory_mib > a.max_memory_mib) {
-    return std::to_string(b.memory_mib) + " MiB is more than the template's hotplug ceiling " +
+    return std::to_string(b.memory_mib) + " MiB is more than" + of + "hotplug ceiling " +
            std::to_string(a.max_memory_mib);
   }
   return "";
+}
+
+std::string TemplateMismatch(const TemplateInfo& t, const VMConfig& req) {
+  return HypervisorMismatch(t.hypervisor, req.hypervisor, "the template");
 }
 
 VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request) {

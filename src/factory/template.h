@@ -58,6 +58,12 @@ Result<TemplateInfo> LoadTemplate(const std::string& root);
 // Removes the template root completely, unmounting its tmpfs.
 Status DestroyTemplate(const std::string& root);
 
+// Why a VM made from `base` cannot serve `request` ("" if it can): another
+// kernel, initrd, machine or kernel command line, or a size below base's or
+// above its hotplug ceiling. `whose` names base in the message.
+std::string HypervisorMismatch(const HypervisorConfig& base, const HypervisorConfig& request,
+                               const std::string& whose);
+
 // Why a clone of `t` cannot serve `request` ("" if it can): a different
 // kernel, initrd, machine or kernel command line, or a size below the
 // template's or above its hotplug ceiling.

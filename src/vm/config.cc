@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -63,6 +64,11 @@ bool KvmUsable() {
   auto cpuinfo = ReadFile("/proc/cpuinfo", 16 << 20);
   if (!cpuinfo.ok()) return false;
   return cpuinfo->find(" vmx") != std::string::npos || cpuinfo->find(" svm") != std::string::npos;
+}
+
+void FitCeilings(HypervisorConfig* h) {
+  h->max_vcpus = std::max(h->max_vcpus, h->vcpus);
+  h->max_memory_mib = std::max(h->max_memory_mib, h->memory_mib);
 }
 
 std::string DefaultRuntimeDir() {

@@ -52,6 +52,10 @@ struct VMConfig {
   Status Validate() const;
 };
 
+// Raises the hotplug ceilings (max_vcpus, max_memory_mib) to the size asked
+// when the size is above them, so that a big request is not refused.
+void FitCeilings(HypervisorConfig* h);
+
 // $VMF_RUNTIME_DIR if set, else /run/vmfactory as root, $XDG_RUNTIME_DIR/vmfactory otherwise, else /tmp/vmfactory-UID.
 std::string DefaultRuntimeDir();
 // The config with the built-in guest image (build/guest) and tools filled in.

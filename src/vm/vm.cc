@@ -291,6 +291,16 @@ Status VM::AddMemory(uint32_t mib) {
   return OkStatus();
 }
 
+Result<bool> VM::GrowTo(uint32_t cpus, uint32_t memory_mib) {
+  uint32_t add_cpus = cpus > cpus_ ? cpus - cpus_ : 0;
+  uint32_t add_mem = memory_mib > memory_mib_ ? memory_mib - memory_mib_ : 0;
+  if (add_cpus == 0 && add_mem == 0) return false;
+  VMF_RETURN_IF_ERROR(AddCPUs(add_cpus));
+  VMF_RETURN_IF_ERROR(AddMemory(add_mem));
+  VMF_RETURN_IF_ERROR(OnlineCPUMemory());
+  return true;
+}
+
 Status VM::OnlineCPUMemory() {
   if (!agent_) return FailedPrecondition("online CPU/memory: the agent is disconnected");
   log_->info("online {} vCPUs and memory", cpu_delta_);

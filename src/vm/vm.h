@@ -95,6 +95,9 @@ class VM {
   Status Disconnect();
   Status AddCPUs(uint32_t count);
   Status AddMemory(uint32_t mib);
+  // Hot-adds vCPUs and memory up to the size asked (nothing if the VM is
+  // already that big) and onlines them; true if anything was added.
+  Result<bool> GrowTo(uint32_t cpus, uint32_t memory_mib);
   // Onlines the vCPUs and memory hot-added since the last call.
   Status OnlineCPUMemory();
   // 512 bytes of host randomness into the guest CRNG, then a forced reseed.
