@@ -129,6 +129,8 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
   Deadline deadline = opts.timeout_s > 0 ? Deadline(std::chrono::seconds(opts.timeout_s)) : kForever();
   auto waited = vm->agent().WaitProcess(kExecId, deadline);
   bool timed_out = !waited.ok() && waited.status().code() == Code::kDeadlineExceeded;
+  // Before anything is killed on purpose: which process died, if one did.
+  const Status lost = waited.ok() ? OkStatus() : vm->Diagnose(waited.status());
   if (!waited.ok()) cancel->Cancel();  // kills QEMU: the pumps see the channel close
   stop_stdin = true;
   out.join();
@@ -154,7 +156,7 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
     return 124;
   }
   if (!waited.ok()) {
-    std::fprintf(stderr, "vmfactory: lost the command: %s\n", waited.status().ToString().c_str());
+    std::fprintf(stderr, "vmfactory: lost the command: %s\n", lost.ToString().c_str());
     return 125;
   }
   return *waited;

@@ -15,10 +15,13 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/census.h"
 #include "common/io.h"
+#include "common/process.h"
 #include "common/scoped_dir.h"
 #include "daemon/client.h"
 #include "daemon/metrics.h"
+#include "daemon/request.h"
 #include "factory.pb.h"
 #include "factory/cache.h"
 #include "factory/factory.h"
@@ -66,6 +69,11 @@ class Daemon {
     std::string runtime = opts_.vm.runtime_dir.empty() ? DefaultRuntimeDir() : opts_.vm.runtime_dir;
     records_dir_ = runtime + "/daemon";
     VMF_RETURN_IF_ERROR(MakeDirs(records_dir_));
+    // Pool VMs live under a runtime dir of the daemon's own, so that what a
+    // killed instance left behind can be told apart from other VMs.
+    vm_config_ = opts_.vm;
+    vm_config_.runtime_dir = records_dir_ + "/pool";
+    VMF_RETURN_IF_ERROR(MakeDirs(vm_config_.runtime_dir + "/vm"));
     VMF_RETURN_IF_ERROR(MakeDirs(fs::path(opts_.socket_path).parent_path().string()));
     // 1. One daemon per socket: a lock held for our lifetime decides, so a
     //    socket left by a dead daemon can be taken over safely.
@@ -82,13 +90,15 @@ class Daemon {
     VMF_ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenUnix(opts_.socket_path));
 
     // 2. VMs handed out by an earlier instance: keep watching their owners.
+    //    Anything else an earlier instance left (its pool) is stopped.
     AdoptRecords();
+    ReapLeftovers();
 
     // 3. The base source and the pool.
     std::unique_ptr<Factory> base;
     std::string base_source = "direct";
     if (opts_.use_template) {
-      auto t = NewTemplateFactory(opts_.vm, opts_.template_path);
+      auto t = NewTemplateFactory(vm_config_, opts_.template_path);
       if (t.ok()) {
         base = std::move(*t);
         base_source = "template";
@@ -96,7 +106,7 @@ class Daemon {
         spdlog::info("no usable template ({}); the pool cold-boots", t.status().ToString());
       }
     }
-    if (!base) base = NewDirectFactory(opts_.vm);
+    if (!base) base = NewDirectFactory(vm_config_);
     base_source_ = base_source;
     if (opts_.cache_number > 0) {
       CacheOptions co;
@@ -192,13 +202,7 @@ class Daemon {
   }
 
   Result<std::string> GetVM(const std::string& payload, const ttrpc::Peer& peer) {
-    vmfactory::v1::GetVMRequest req;
-    if (!req.ParseFromString(payload)) return InvalidArgument("malformed GetVMRequest");
-    VMConfig request = opts_.vm;
-    if (req.cpus() > 0) request.hypervisor.vcpus = req.cpus();
-    if (req.memory_mib() > 0) request.hypervisor.memory_mib = req.memory_mib();
-    FitCeilings(&request.hypervisor);
-    VMF_RETURN_IF_ERROR(request.Validate());
+    VMF_ASSIGN_OR_RETURN(VMConfig request, DecodeGetVMRequest(payload, vm_config_));
     if (peer.pid <= 0) return FailedPrecondition("cannot tell which process asks (no SO_PEERCRED)");
 
     auto start = Clock::now();
@@ -309,6 +313,21 @@ class Daemon {
     }
   }
 
+  // VMs of our pool dir that no record names were pooled (or being made, or
+  // being handed out) by a dead instance: nobody has them, so they go.
+  void ReapLeftovers() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(vm_config_.runtime_dir + "/vm", ec)) {
+      const std::string id = e.path().filename();
+      if (handed_.count(id) != 0) continue;
+      const std::string dir = e.path().string();
+      for (pid_t pid : ProcessesMentioning(dir)) ChildProcess::Adopt(pid).Stop(std::chrono::milliseconds(200));
+      std::error_code rm_ec;
+      fs::remove_all(dir, rm_ec);
+      spdlog::warn("stopped VM {} left by an earlier daemon{}", id, rm_ec ? " (" + rm_ec.message() + ")" : "");
+    }
+  }
+
   static bool OwnerGone(const HandedOutVm& rec) {
     if (rec.owner <= 0) return true;
     if (rec.owner_pidfd) {
@@ -362,8 +381,7 @@ class Daemon {
   }
 
   void StopHandedOut(const VMHandle& h) {
-    VMConfig c = opts_.vm;
-    auto vm = VM::Attach(h, c);
+    auto vm = VM::Attach(h, vm_config_);
     if (vm.ok()) {
       (void)(*vm)->Stop();
     } else {
@@ -379,6 +397,7 @@ class Daemon {
   const DaemonOptions& opts_;
   CancelToken* stop_;
   std::string records_dir_;
+  VMConfig vm_config_;  // opts_.vm with the pool's runtime dir
   std::string base_source_;
   UniqueFd lock_;
   Metrics metrics_;

@@ -150,8 +150,9 @@ void VMCache::MonitorLoop() {
     if (closing_) break;
     std::vector<std::unique_ptr<VM>> dead;
     for (auto it = ready_.begin(); it != ready_.end();) {
-      if (!(*it)->Running()) {
-        spdlog::warn("pool: VM {} died (qemu pid {}); replacing it", (*it)->id(), (*it)->qemu_pid());
+      if (!(*it)->Healthy()) {
+        spdlog::warn("pool: VM {} died (qemu pid {}, proxy pid {}); replacing it", (*it)->id(), (*it)->qemu_pid(),
+                     (*it)->proxy_pid());
         dead.push_back(std::move(*it));
         it = ready_.erase(it);
         ++replaced_;

@@ -69,7 +69,7 @@ Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::st
 Status PrepareForHandOut(VM& vm) {
   VMF_RETURN_IF_ERROR(vm.ReseedRNG().WithContext("reseed"));
   VMF_RETURN_IF_ERROR(vm.SyncClock().WithContext("set clock"));
-  VMF_RETURN_IF_ERROR(vm.agent().SetHostname(vm.id()).WithContext("set hostname"));
+  VMF_RETURN_IF_ERROR(vm.Diagnose(vm.agent().SetHostname(vm.id())).WithContext("set hostname"));
   return OkStatus();
 }
 
@@ -83,7 +83,7 @@ Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMCon
   // copy-on-write) and let it run; the agent carries on where it was.
   VMF_RETURN_IF_ERROR(vm->Start());
   timer.Done("restore + resume");
-  VMF_RETURN_IF_ERROR(vm->agent().WaitReady(Deadline(std::chrono::seconds(30))));
+  VMF_RETURN_IF_ERROR(vm->Diagnose(vm->agent().WaitReady(Deadline(std::chrono::seconds(30)))));
   timer.Done("agent ready");
   // Siblings must not share randomness, a stale clock or a name.
   VMF_RETURN_IF_ERROR(PrepareForHandOut(*vm));

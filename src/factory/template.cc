@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/failpoint.h"
 #include "common/io.h"
 #include "common/scoped_dir.h"
 #include "vm/vm.h"
@@ -177,6 +178,7 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
        std::to_string(config.hypervisor.memory_mib) + " MiB)");
   VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config));
   // 4. No host client may be connected when the state is saved.
+  failpoint::Hit(failpoint::kTemplateSave, {.vm_id = vm->id(), .qemu_pid = vm->qemu_pid(), .proxy_pid = vm->proxy_pid()});
   step("disconnecting the agent and proxy");
   VMF_RETURN_IF_ERROR(vm->Disconnect());
   step("pausing");

@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <thread>
 
+#include "common/failpoint.h"
 #include "common/io.h"
 #include "common/log.h"
 
@@ -95,6 +97,7 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
 
   // 5. Wait for the agent. A clone is paused until Start(): not checked here.
   if (!config.hypervisor.boot_from_template) {
+    vm->FailPoint(failpoint::kVmBoot);
     Status ready = vm->agent_->WaitReady(deadline);
     VMF_RETURN_IF_ERROR(cancelled());
     VMF_RETURN_IF_ERROR(vm->Explain(ready));
@@ -123,6 +126,10 @@ VMHandle VM::handle() const {
   h.cpus = cpus_;
   h.memory_mib = memory_mib_;
   return h;
+}
+
+void VM::FailPoint(std::string_view point) const {
+  failpoint::Hit(point, {.vm_id = id_, .qemu_pid = qemu_pid(), .proxy_pid = proxy_.pid()});
 }
 
 VMHandle VM::Release() {
@@ -196,8 +203,31 @@ Status VM::StartProxy(const Deadline& deadline) {
   return OkStatus();
 }
 
-Status VM::Explain(const Status& st) const {
+Status VM::Diagnose(const Status& st) {
   if (st.ok()) return st;
+  auto qemu_gone = [&] { return hypervisor_ && hypervisor_->pid() > 0 && !hypervisor_->Running(); };
+  auto proxy_gone = [&] { return proxy_.valid() && proxy_.Poll().has_value(); };
+  // A killed process's sockets close a moment before it can be reaped.
+  if (st.code() == Code::kUnavailable) {
+    for (int i = 0; i < 20 && !qemu_gone() && !proxy_gone(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  std::string gone;
+  if (hypervisor_ && hypervisor_->pid() > 0 && !hypervisor_->Running()) {
+    gone += "; QEMU (pid " + std::to_string(hypervisor_->pid()) + ") is no longer running";
+  }
+  if (proxy_.valid()) {
+    if (auto ps = proxy_.Poll()) {
+      gone += "; the agent proxy (pid " + std::to_string(proxy_.pid()) + ") exited (" + DescribeWaitStatus(*ps) + ")";
+    }
+  }
+  return {st.code(), st.message() + gone};
+}
+
+Status VM::Explain(const Status& status) {
+  if (status.ok()) return status;
+  Status st = Diagnose(status);
   std::string extra;
   if (hypervisor_ && hypervisor_->pid() > 0) {
     std::string q = hypervisor_->ErrorOutput();
@@ -212,7 +242,7 @@ Status VM::Explain(const Status& st) const {
 
 Status VM::Pause() {
   log_->info("pause");
-  return hypervisor_->Pause();
+  return Diagnose(hypervisor_->Pause());
 }
 
 Status VM::Save() {
@@ -220,22 +250,23 @@ Status VM::Save() {
   if (config_.hypervisor.device_state_path.empty()) {
     return FailedPrecondition("save: the VM was not configured with a device state path");
   }
-  return hypervisor_->Save(Deadline(std::chrono::seconds(60)));
+  return Diagnose(hypervisor_->Save(Deadline(std::chrono::seconds(60))));
 }
 
 Status VM::Resume() {
   log_->info("resume");
-  return hypervisor_->Resume();
+  return Diagnose(hypervisor_->Resume());
 }
 
 Status VM::Start() {
   log_->info("start");
   if (!hypervisor_ || !hypervisor_->Running()) return FailedPrecondition("start: QEMU is not running");
   if (config_.hypervisor.boot_from_template && !restored_) {
+    FailPoint(failpoint::kVmRestore);
     VMF_RETURN_IF_ERROR(Explain(hypervisor_->RestoreState(Deadline(std::chrono::seconds(30)))));
     restored_ = true;
   }
-  return hypervisor_->Resume();
+  return Diagnose(hypervisor_->Resume());
 }
 
 Status VM::Disconnect() {
@@ -263,7 +294,8 @@ Status VM::Stop() {
 Status VM::AddCPUs(uint32_t count) {
   if (count == 0) return OkStatus();
   log_->info("hot-add {} vCPUs", count);
-  VMF_RETURN_IF_ERROR(hypervisor_->AddCPUs(count));
+  FailPoint(failpoint::kVmHotplug);
+  VMF_RETURN_IF_ERROR(Diagnose(hypervisor_->AddCPUs(count)));
   cpus_ += count;
   cpu_delta_ += count;
   return OkStatus();
@@ -286,7 +318,8 @@ Status VM::AddMemory(uint32_t mib) {
                              std::to_string(config_.hypervisor.max_memory_mib));
   }
   log_->info("hot-add {} MiB of memory", size);
-  VMF_RETURN_IF_ERROR(hypervisor_->AddMemory(size));
+  FailPoint(failpoint::kVmHotplug);
+  VMF_RETURN_IF_ERROR(Diagnose(hypervisor_->AddMemory(size)));
   memory_mib_ += size;
   return OkStatus();
 }
@@ -304,7 +337,7 @@ Result<bool> VM::GrowTo(uint32_t cpus, uint32_t memory_mib) {
 Status VM::OnlineCPUMemory() {
   if (!agent_) return FailedPrecondition("online CPU/memory: the agent is disconnected");
   log_->info("online {} vCPUs and memory", cpu_delta_);
-  VMF_RETURN_IF_ERROR(agent_->OnlineCPUMem(cpu_delta_, false));
+  VMF_RETURN_IF_ERROR(Diagnose(agent_->OnlineCPUMem(cpu_delta_, false)));
   cpu_delta_ = 0;
   return OkStatus();
 }
@@ -314,14 +347,14 @@ Status VM::ReseedRNG() {
   log_->info("reseed the guest RNG");
   std::string data(512, '\0');
   VMF_RETURN_IF_ERROR(FillRandom(&data));
-  return agent_->ReseedRandomDev(data);
+  return Diagnose(agent_->ReseedRandomDev(data));
 }
 
 Status VM::SyncClock() {
   if (!agent_) return FailedPrecondition("set clock: the agent is disconnected");
   timeval tv{};
   ::gettimeofday(&tv, nullptr);
-  return agent_->SetGuestDateTime(tv.tv_sec, tv.tv_usec);
+  return Diagnose(agent_->SetGuestDateTime(tv.tv_sec, tv.tv_usec));
 }
 
 Status VM::AssignSandbox(const std::string& sandbox_id) {

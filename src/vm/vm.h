@@ -118,14 +118,21 @@ class VM {
 
   // Whether QEMU is still running.
   bool Running() { return hypervisor_ && hypervisor_->Running(); }
+  // Adds to a failed call's error which of QEMU and the proxy has died (and
+  // how), so that "connection closed" says why. OK stays OK.
+  Status Diagnose(const Status& st);
+  // Whether both QEMU and the proxy (the only way to the agent) are running.
+  bool Healthy() { return Running() && proxy_.Running(); }
 
  private:
   VM(VMConfig config, std::string id);
   std::string proxy_socket() const { return dir_.path() + "/proxy.sock"; }
   std::string console_log() const { return dir_.path() + "/console.log"; }
   Status StartProxy(const Deadline& deadline);
-  // Error context: what QEMU and the guest console said last.
-  Status Explain(const Status& st) const;
+  // Lets a test inject a fault here (common/failpoint.h).
+  void FailPoint(std::string_view point) const;
+  // Diagnose plus what QEMU and the guest console said last.
+  Status Explain(const Status& st);
 
   VMConfig config_;
   std::string id_;

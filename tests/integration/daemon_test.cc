@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "common/census.h"
 #include "common/io.h"
 #include "common/process.h"
 #include "daemon/client.h"
@@ -67,7 +68,7 @@ class DaemonTest : public ::testing::Test {
   }
   void TearDown() override {
     Stop();
-    EXPECT_EQ(CountProcessesMentioning(runtime_ + "/vm/"), 0) << "QEMU or proxies left";
+    EXPECT_EQ(CountProcessesMentioning(PoolVmDir()), 0) << "QEMU or proxies left";
     EXPECT_FALSE(fs::exists(socket_)) << "socket left";
     std::error_code ec;
     fs::remove_all(runtime_, ec);
@@ -92,6 +93,8 @@ class DaemonTest : public ::testing::Test {
     daemon_.Stop();
   }
   std::string Log() { return TailOfFile(runtime_ + "/serve.log", 4000); }
+  // Where the daemon keeps the runtime dirs of its VMs.
+  std::string PoolVmDir() const { return runtime_ + "/daemon/pool/vm/"; }
   Result<vmfactory::v1::StatusResponse> Status() {
     VMF_ASSIGN_OR_RETURN(auto c, DaemonClient::Connect(socket_));
     return c->Status();
@@ -113,7 +116,7 @@ class DaemonTest : public ::testing::Test {
                   << Log();
     return last;
   }
-  int PoolQemus() { return CountProcessesMentioning(runtime_ + "/vm/") / 2; }  // QEMU + proxy each
+  int PoolQemus() { return CountProcessesMentioning(PoolVmDir()) / 2; }  // QEMU + proxy each
 
   std::string runtime_, socket_;
   int port_ = 0;
@@ -200,9 +203,12 @@ TEST_F(DaemonTest, VmOfAnExitedClientIsStopped) {
   ASSERT_EQ(n, 32) << "the child got no VM";
   std::string id(buf, 32);
   Deadline d(std::chrono::seconds(20));
-  while (CountProcessesMentioning(id) > 0 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The processes die first and the VM's runtime dir goes right after: wait for both.
+  while ((CountProcessesMentioning(id) > 0 || fs::exists(PoolVmDir() + id)) && !d.expired()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   EXPECT_EQ(CountProcessesMentioning(id), 0) << "the daemon did not stop the orphaned VM; log:\n" << Log();
-  EXPECT_FALSE(fs::exists(runtime_ + "/vm/" + id));
+  EXPECT_FALSE(fs::exists(PoolVmDir() + id));
 }
 
 TEST_F(DaemonTest, HandedOutVmKeepsWorkingAcrossADaemonRestart) {
@@ -242,6 +248,124 @@ TEST_F(DaemonTest, HandedOutVmKeepsWorkingAcrossADaemonRestart) {
   auto st = Status();
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->handed_out_size(), 0) << "the daemon forgets a VM its owner stopped";
+}
+
+TEST_F(DaemonTest, PooledVmWhoseProxyIsKilledIsReplaced) {
+  auto s = WaitReady(2);
+  const std::string victim_id = s.ready(0).id();
+  ASSERT_EQ(::kill(s.ready(0).proxy_pid(), SIGKILL), 0);
+  Deadline d(std::chrono::seconds(60));
+  while (!d.expired()) {
+    auto st = Status();
+    bool victim_gone = st.ok() && std::none_of(st->ready().begin(), st->ready().end(),
+                                               [&](const auto& r) { return r.id() == victim_id; });
+    if (victim_gone && st->replaced() >= 1 && st->ready_size() == 2 && st->booting() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto st = WaitReady(2);
+  EXPECT_GE(st.replaced(), 1u) << Log();
+  for (const auto& r : st.ready()) EXPECT_NE(r.id(), victim_id);
+  EXPECT_EQ(CountProcessesMentioning(victim_id), 0) << "the VM without a proxy is stopped, QEMU too";
+  EXPECT_FALSE(fs::exists(PoolVmDir() + victim_id));
+  // A client is never given the broken VM.
+  auto [rc, out] = Cli(runtime_, {"run", "--", "echo", "ok"});
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(out, "ok\n");
+}
+
+// SIGKILL of QEMU or of the proxy of a VM a client holds, during a command:
+// the client gets a clear error at once, and once it stops the VM, the host
+// and the daemon are back where they were.
+class HandedOutKillTest : public DaemonTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(HandedOutKillTest, ClientGetsAnErrorAndNothingIsLeft) {
+  WaitReady(2);
+  const pid_t daemon_pid = daemon_.pid();
+  const HostCensus before = TakeCensus(runtime_, daemon_pid);
+  auto client = DaemonClient::Connect(socket_);
+  ASSERT_TRUE(client.ok());
+  auto handed = (*client)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
+  ASSERT_TRUE(handed.ok()) << handed.status().ToString();
+  client->reset();
+  auto vm = VM::Attach(HandleFromProto(*handed), TestConfig());
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+
+  auto exec = std::async(std::launch::async, [&] { return Exec(**vm, {"sleep", "30"}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  pid_t victim = GetParam() == "qemu" ? handed->qemu_pid() : handed->proxy_pid();
+  auto killed_at = Clock::now();
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  auto r = exec.get();
+  EXPECT_FALSE(r.ok()) << "a command in a VM whose " << GetParam() << " was killed cannot succeed";
+  EXPECT_LT(Clock::now() - killed_at, std::chrono::seconds(10)) << "the error comes at once, not at a timeout";
+  if (!r.ok()) {
+    EXPECT_TRUE(r.status().code() == Code::kUnavailable || r.status().code() == Code::kCancelled ||
+                r.status().code() == Code::kDataLoss)
+        << r.status().ToString();
+  }
+  EXPECT_TRUE((*vm)->Stop().ok());
+  vm->reset();
+
+  Deadline d(std::chrono::seconds(30));
+  HostCensus after;
+  while (!d.expired()) {
+    auto st = Status();
+    after = TakeCensus(runtime_, daemon_pid);
+    if (st.ok() && st->handed_out_size() == 0 && st->ready_size() == 2 && after == before) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(after.ToString(), before.ToString()) << Log();
+  EXPECT_EQ(CountProcessesMentioning(handed->id()), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kill, HandedOutKillTest, ::testing::Values("qemu", "proxy"));
+
+TEST_F(DaemonTest, KilledDaemonIsCleanedUpByTheNextAndNeverRepeatsAVm) {
+  auto s = WaitReady(2);
+  std::set<std::string> seen;
+  std::vector<std::string> old_pool;
+  for (const auto& r : s.ready()) old_pool.push_back(r.id());
+  auto client = DaemonClient::Connect(socket_);
+  ASSERT_TRUE(client.ok());
+  auto held = (*client)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  client->reset();
+  seen.insert(held->id());
+  s = WaitReady(2);
+  for (const auto& r : s.ready()) old_pool.push_back(r.id());
+
+  // SIGKILL: no clean-up at all. Its pool VMs keep running, orphaned.
+  daemon_.Signal(SIGKILL);
+  ASSERT_TRUE(daemon_.Wait(Deadline(std::chrono::seconds(10))).ok());
+  ASSERT_GT(CountProcessesMentioning(PoolVmDir()), 2) << "the dead daemon's pool is still running";
+
+  Start();
+  s = WaitReady(2);
+  for (const auto& id : old_pool) {
+    if (id == held->id()) continue;
+    EXPECT_EQ(CountProcessesMentioning(id), 0) << "VM " << id << " of the dead daemon's pool still runs";
+    EXPECT_FALSE(fs::exists(PoolVmDir() + id));
+  }
+  bool known = false;
+  for (const auto& h : s.handed_out()) known |= h.id() == held->id();
+  EXPECT_TRUE(known) << "the held VM stays handed out to its owner";
+  // The held VM still works; the new daemon hands out only new VMs.
+  auto vm = VM::Attach(HandleFromProto(*held), TestConfig());
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  auto r = Exec(**vm, {"echo", "alive"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (int i = 0; i < 3; ++i) {
+    auto c = DaemonClient::Connect(socket_);
+    ASSERT_TRUE(c.ok());
+    auto got = (*c)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(seen.insert(got->id()).second) << "VM " << got->id() << " handed out twice";
+    for (const auto& id : old_pool) EXPECT_NE(got->id(), id) << "a VM of the dead daemon was handed out";
+    auto other = VM::Attach(HandleFromProto(*got), TestConfig());
+    ASSERT_TRUE(other.ok());
+    EXPECT_TRUE((*other)->Stop().ok());
+  }
+  EXPECT_TRUE((*vm)->Stop().ok());
 }
 
 TEST_F(DaemonTest, SecondDaemonRefusesAndStaleSocketIsTakenOver) {

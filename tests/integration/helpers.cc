@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -57,7 +58,11 @@ VMConfig TestConfig() {
 
 const TemplateInfo& SharedTemplate() {
   static const TemplateInfo info = [] {
-    std::string root = "/tmp/vmf-it-template";
+    // VMF_IT_TEMPLATE: the sanitizer builds keep theirs apart, so that runs
+    // from different build dirs (other guest images) do not replace it under
+    // one another.
+    const char* env = std::getenv("VMF_IT_TEMPLATE");
+    std::string root = env && *env ? env : "/tmp/vmf-it-template";
     UniqueFd lock(::open((root + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     ::flock(lock.get(), LOCK_EX);
     VMConfig c = TestConfig();
@@ -80,7 +85,8 @@ const TemplateInfo& SharedTemplate() {
   return info;
 }
 
-Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data) {
+namespace {
+Result<ExecResult> ExecUndiagnosed(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data) {
   static std::atomic<int> seq{0};
   std::string id = "t" + std::to_string(++seq);
   ExecSpec spec;
@@ -123,6 +129,13 @@ Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std:
   VMF_RETURN_IF_ERROR(err_st);
   if (!code.ok()) return code.status();
   r.exit_code = *code;
+  return r;
+}
+}  // namespace
+
+Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data) {
+  auto r = ExecUndiagnosed(vm, args, stdin_data);
+  if (!r.ok()) return vm.Diagnose(r.status());  // as the CLI does: say which process died
   return r;
 }
 

@@ -1,0 +1,123 @@
+#include "common/census.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/io.h"
+
+namespace vmf {
+namespace fs = std::filesystem;
+
+namespace {
+
+// argv of a process as a list, empty if gone or a zombie.
+std::vector<std::string> Argv(const fs::path& proc_dir) {
+  auto raw = ReadFile(proc_dir / "cmdline", 1 << 20);
+  std::vector<std::string> argv;
+  if (!raw.ok()) return argv;
+  std::string cur;
+  for (char c : *raw) {
+    if (c == '\0') {
+      argv.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) argv.push_back(cur);
+  return argv;
+}
+
+template <typename Fn>
+void ForEachOwnProcess(Fn fn) {
+  std::error_code ec;
+  const uid_t me = ::geteuid();
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    struct stat st {};
+    if (::stat(e.path().c_str(), &st) != 0 || st.st_uid != me) continue;
+    auto argv = Argv(e.path());
+    if (argv.empty()) continue;
+    fn(static_cast<pid_t>(std::stol(name)), argv);
+  }
+}
+
+bool Mentions(const std::vector<std::string>& argv, const std::string& needle) {
+  for (const auto& a : argv) {
+    if (a.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+int CountEntries(const fs::path& dir) {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    ++n;
+  return n;
+}
+
+}  // namespace
+
+std::string HostCensus::ToString() const {
+  std::ostringstream o;
+  o << "qemu=" << qemu << " proxies=" << proxies << " sockets=" << sockets << " vm_dirs=" << vm_dirs
+    << " mounts=" << mounts;
+  if (fds >= 0) o << " fds=" << fds;
+  return o.str();
+}
+
+std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
+  std::vector<pid_t> out;
+  ForEachOwnProcess([&](pid_t pid, const std::vector<std::string>& argv) {
+    if (pid != ::getpid() && Mentions(argv, needle)) out.push_back(pid);
+  });
+  return out;
+}
+
+int CountFds(pid_t pid) {
+  std::error_code ec;
+  fs::path dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (!fs::exists(dir, ec)) return -1;
+  return CountEntries(dir);
+}
+
+HostCensus TakeCensus(const std::string& runtime_dir, pid_t fds_of) {
+  HostCensus c;
+  ForEachOwnProcess([&](pid_t, const std::vector<std::string>& argv) {
+    if (!Mentions(argv, runtime_dir)) return;
+    const std::string prog = fs::path(argv[0]).filename();
+    if (prog.rfind("qemu-system", 0) == 0) ++c.qemu;
+    if (prog == "vmfactory-proxy") ++c.proxies;
+  });
+  std::error_code ec;
+  for (auto it =
+           fs::recursive_directory_iterator(runtime_dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_symlink(ec)) continue;
+    if (it->is_socket(ec)) ++c.sockets;
+  }
+  c.vm_dirs =
+      CountEntries(fs::path(runtime_dir) / "vm") + CountEntries(fs::path(runtime_dir) / "daemon/pool/vm");
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  const std::string prefix = fs::path(runtime_dir).lexically_normal().string();
+  while (std::getline(mi, line)) {
+    std::istringstream ls(line);
+    std::string id, parent, devno, root, mount_point;
+    ls >> id >> parent >> devno >> root >> mount_point;
+    if (mount_point.rfind(prefix, 0) == 0 &&
+        (mount_point.size() == prefix.size() || mount_point[prefix.size()] == '/')) {
+      ++c.mounts;
+    }
+  }
+  if (fds_of > 0) c.fds = CountFds(fds_of);
+  return c;
+}
+
+}  // namespace vmf
