@@ -9,11 +9,13 @@
 
 #include "cli/bench.h"
 #include "cli/run.h"
+#include "cli/soak.h"
+#include "common/failpoint.h"
+#include "common/log.h"
 #include "config/config_file.h"
 #include "daemon/client.h"
 #include "daemon/daemon.h"
 #include "factory/template.h"
-#include "common/log.h"
 #include "vm/config.h"
 
 namespace {
@@ -74,16 +76,16 @@ int Init(vmf::VMConfig config, const std::string& root, bool force) {
   auto start = vmf::Clock::now();
   auto progress = [&](const std::string& step) {
     auto now = vmf::Clock::now();
-    std::fprintf(stderr, "vmfactory init: [%6.2f s] %s\n",
-                 std::chrono::duration<double>(now - start).count(), step.c_str());
+    std::fprintf(stderr, "vmfactory init: [%6.2f s] %s\n", std::chrono::duration<double>(now - start).count(),
+                 step.c_str());
   };
   vmf::TemplateOptions options;
   options.force = force;
   options.progress = progress;
   auto t = vmf::CreateTemplate(config, root, options);
   if (!t.ok()) return Fail(t.status());
-  std::printf("template ready at %s (%u vCPUs, %u MiB) in %.2f s\n", t->generation.c_str(), t->hypervisor.vcpus,
-              t->hypervisor.memory_mib,
+  std::printf("template ready at %s (%u vCPUs, %u MiB) in %.2f s\n", t->generation.c_str(),
+              t->hypervisor.vcpus, t->hypervisor.memory_mib,
               std::chrono::duration<double>(vmf::Clock::now() - start).count());
   return 0;
 }
@@ -97,8 +99,8 @@ int PrintStatus(const std::string& root) {
   std::printf("template: %s\n", t->generation.c_str());
   std::printf("  kernel:   %s\n  initrd:   %s\n", t->hypervisor.kernel.c_str(), t->hypervisor.initrd.c_str());
   std::printf("  machine:  %s, %u vCPUs (max %u), %u MiB (max %u, %u slots)\n", t->hypervisor.machine.c_str(),
-              t->hypervisor.vcpus, t->hypervisor.max_vcpus, t->hypervisor.memory_mib, t->hypervisor.max_memory_mib,
-              t->hypervisor.memory_slots);
+              t->hypervisor.vcpus, t->hypervisor.max_vcpus, t->hypervisor.memory_mib,
+              t->hypervisor.max_memory_mib, t->hypervisor.memory_slots);
   std::printf("  size:     %.1f MiB memory + %.1f KiB device state\n", t->memory_bytes / 1048576.0,
               t->state_bytes / 1024.0);
   std::printf("  age:      %s (format version %d)\n", Age(t->created_unix).c_str(), t->format_version);
@@ -205,7 +207,8 @@ int main(int argc, char** argv) {
   auto* bench_cmd =
       app.add_subcommand("bench", "time and size VMs from each source (factory and plain QEMU) in one run");
   AddVmOptions(bench_cmd, &bench.config);
-  bench_cmd->add_option("--modes", bench.modes, "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm")
+  bench_cmd
+      ->add_option("--modes", bench.modes, "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm")
       ->delimiter(',')
       ->capture_default_str();
   bench_cmd->add_option("--iterations", bench.iterations, "latency samples per mode")->capture_default_str();
@@ -214,7 +217,22 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--concurrency-mem", bench.concurrency_mem, "VMs alive at once to measure memory")
       ->capture_default_str();
   bench_cmd->add_option("--json", bench.json_path, "write every figure to this JSON file");
-  bench_cmd->add_option("--plot", bench.plot_path, "draw latency and memory per mode into this PNG (gnuplot)");
+  bench_cmd->add_option("--plot", bench.plot_path,
+                        "draw latency and memory per mode into this PNG (gnuplot)");
+
+  vmf::SoakOptions soak;
+  soak.config = config.vm;
+  soak.command_line.assign(argv, argv + argc);
+  auto* soak_cmd = app.add_subcommand(
+      "soak",
+      "GetVM/exec/stop cycles through a private daemon with faults injected; checks that nothing leaks");
+  AddVmOptions(soak_cmd, &soak.config);
+  soak_cmd->add_option("--duration", soak.duration_s, "seconds to run")->capture_default_str();
+  soak_cmd->add_option("--fault-rate", soak.fault_rate, "share of cycles with a fault (0..1)")
+      ->capture_default_str();
+  soak_cmd->add_option("--pool", soak.pool, "VMs the daemon keeps ready")->capture_default_str();
+  soak_cmd->add_option("--seed", soak.seed, "random seed (0: random)")->capture_default_str();
+  soak_cmd->add_option("--json", soak.json_path, "write the summary to this JSON file");
 
   auto* status_cmd = app.add_subcommand("status", "describe the daemon, its pool and the template");
   auto* destroy_cmd = app.add_subcommand("destroy", "stop the daemon and remove the template completely");
@@ -260,6 +278,8 @@ int main(int argc, char** argv) {
     return vmf::RunCommand(run, &cancel, signals.signal_seen());
   }
   if (serve_cmd->parsed()) {
+    // Fault injection for soak runs only: VMF_FAILPOINTS is never set otherwise.
+    if (vmf::Status fp = vmf::failpoint::InstallFromEnv(); !fp.ok()) return Fail(fp);
     vmf::FitCeilings(&serve.vm.hypervisor);
     serve.socket_path = daemon_socket;
     serve.template_path = template_root;
@@ -267,6 +287,10 @@ int main(int argc, char** argv) {
     vmf::Status st = vmf::RunDaemon(serve, &cancel);
     if (!st.ok()) return Fail(st);
     return 0;
+  }
+  if (soak_cmd->parsed()) {
+    vmf::FitCeilings(&soak.config.hypervisor);
+    return vmf::RunSoak(soak, &cancel);
   }
   if (bench_cmd->parsed()) {
     vmf::FitCeilings(&bench.config.hypervisor);

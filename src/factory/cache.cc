@@ -92,7 +92,14 @@ Result<std::unique_ptr<VM>> VMCache::GetVM(const VMConfig& request, StepTimes* t
     }
   }
   // A miss (or a request the pool cannot serve): straight from the base.
+  // A VM whose QEMU or proxy died while it was made (UNAVAILABLE) is worth
+  // one more try; a bad request or a broken template is not.
   auto vm = base_->GetVM(request, times, cancel);
+  if (!vm.ok() && vm.status().code() == Code::kUnavailable && !(cancel && cancel->cancelled())) {
+    spdlog::warn("making a VM for a pool miss failed ({}); trying once more", vm.status().ToString());
+    if (times) times->clear();
+    vm = base_->GetVM(request, times, cancel);
+  }
   if (vm.ok() && metrics_) {
     metrics_->ObserveGetVM(opts_.base_source, std::chrono::duration<double>(Clock::now() - start).count());
   }

@@ -16,6 +16,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "vm/exec.h"
 
 namespace vmf::testing {
 
@@ -85,58 +86,12 @@ const TemplateInfo& SharedTemplate() {
   return info;
 }
 
-namespace {
-Result<ExecResult> ExecUndiagnosed(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data) {
-  static std::atomic<int> seq{0};
-  std::string id = "t" + std::to_string(++seq);
-  ExecSpec spec;
-  spec.exec_id = id;
-  spec.args = args;
-  VMF_RETURN_IF_ERROR(vm.agent().ExecProcess(spec));
-  ExecResult r;
-  Deadline deadline(std::chrono::seconds(120));
-  Status out_st, err_st;
-  auto pump = [&](bool is_err, std::string* dst, Status* st) {
-    for (;;) {
-      auto d = is_err ? vm.agent().ReadStderr(id, deadline) : vm.agent().ReadStdout(id, deadline);
-      if (!d.ok()) {
-        *st = d.status();
-        return;
-      }
-      if (d->empty()) return;
-      dst->append(*d);
-    }
-  };
-  std::thread out([&] { pump(false, &r.out, &out_st); });
-  std::thread err([&] { pump(true, &r.err, &err_st); });
-  Status in_st;
-  size_t off = 0;
-  while (off < stdin_data.size() && in_st.ok()) {
-    auto n = vm.agent().WriteStdin(id, stdin_data.substr(off, 256 * 1024));
-    if (!n.ok()) {
-      in_st = n.status();
-    } else {
-      off += *n;
-      if (*n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-  if (in_st.ok()) in_st = vm.agent().CloseStdin(id);
-  auto code = vm.agent().WaitProcess(id, deadline);
-  out.join();
-  err.join();
-  VMF_RETURN_IF_ERROR(in_st);
-  VMF_RETURN_IF_ERROR(out_st);
-  VMF_RETURN_IF_ERROR(err_st);
-  if (!code.ok()) return code.status();
-  r.exit_code = *code;
-  return r;
-}
-}  // namespace
-
 Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std::string& stdin_data) {
-  auto r = ExecUndiagnosed(vm, args, stdin_data);
+  CollectOptions o;
+  o.stdin_data = stdin_data;
+  auto r = ExecAndCollect(vm.agent(), args, o);
   if (!r.ok()) return vm.Diagnose(r.status());  // as the CLI does: say which process died
-  return r;
+  return ExecResult{r->exit_code, std::move(r->out), std::move(r->err)};
 }
 
 int CountProcessesMentioning(const std::string& needle) {
