@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/io.h"
+#include "common/process.h"
 
 namespace vmf {
 namespace fs = std::filesystem;
@@ -78,6 +79,20 @@ std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
     if (pid != ::getpid() && Mentions(argv, needle)) out.push_back(pid);
   });
   return out;
+}
+
+bool ProcessMentions(pid_t pid, const std::string& needle) {
+  if (pid <= 0 || needle.empty()) return false;
+  fs::path dir = "/proc/" + std::to_string(pid);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || st.st_uid != ::geteuid()) return false;
+  return Mentions(Argv(dir), needle);
+}
+
+void StopProcessesMentioning(const std::string& needle, std::chrono::milliseconds grace) {
+  // A short needle would match far more than one VM's processes.
+  if (needle.size() < 16) return;
+  for (pid_t pid : ProcessesMentioning(needle)) ChildProcess::Adopt(pid).Stop(grace);
 }
 
 int CountFds(pid_t pid) {

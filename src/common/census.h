@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,14 @@ HostCensus TakeCensus(const std::string& runtime_dir, pid_t fds_of = 0);
 // Live processes of ours (same uid) whose command line contains needle.
 // Zombies have an empty command line and are not counted.
 std::vector<pid_t> ProcessesMentioning(const std::string& needle);
+
+// Whether pid is a live process of ours whose command line contains needle.
+bool ProcessMentions(pid_t pid, const std::string& needle);
+
+// SIGTERM, then SIGKILL after grace, to every process of ours whose command
+// line contains needle (a VM's runtime dir names its QEMU and proxy, so this
+// stops them by what they are, not by a pid that may have been reused).
+void StopProcessesMentioning(const std::string& needle, std::chrono::milliseconds grace);
 
 // Open fds of pid (-1 if it cannot be read).
 int CountFds(pid_t pid);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,6 +55,7 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
   if (pid == 0) {
     // Child: only async-signal-safe calls from here on.
     if (opts.new_session) ::setsid();
+    if (opts.umask >= 0) ::umask(static_cast<mode_t>(opts.umask));
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -23,6 +23,9 @@ struct SpawnOptions {
   // Start the child in a session of its own, so that a terminal's Ctrl-C
   // reaches only us and we stop the child in order.
   bool new_session = true;
+  // The child's umask (-1: inherit ours). Private by default: what our
+  // children create (QEMU's sockets, logs) is for us alone.
+  int umask = 077;
 };
 
 class ChildProcess {

@@ -321,7 +321,7 @@ class Daemon {
       const std::string id = e.path().filename();
       if (handed_.count(id) != 0) continue;
       const std::string dir = e.path().string();
-      for (pid_t pid : ProcessesMentioning(dir)) ChildProcess::Adopt(pid).Stop(std::chrono::milliseconds(200));
+      StopProcessesMentioning(dir, std::chrono::milliseconds(200));
       std::error_code rm_ec;
       fs::remove_all(dir, rm_ec);
       spdlog::warn("stopped VM {} left by an earlier daemon{}", id, rm_ec ? " (" + rm_ec.message() + ")" : "");
@@ -367,9 +367,11 @@ class Daemon {
       }
       for (auto& rec : done) {
         // Stopped by its owner (or died): make sure nothing of it is left.
-        ChildProcess::Adopt(rec.handle.proxy_pid).Stop(std::chrono::milliseconds(500));
         std::error_code ec;
-        fs::remove_all(rec.handle.runtime_dir, ec);
+        if (CheckVmDir(rec.handle.runtime_dir, rec.handle.id).ok()) {
+          StopProcessesMentioning(rec.handle.runtime_dir, std::chrono::milliseconds(500));
+          fs::remove_all(rec.handle.runtime_dir, ec);
+        }
         fs::remove(RecordPath(rec.handle.id), ec);
       }
       for (auto& rec : orphaned) {
@@ -386,11 +388,14 @@ class Daemon {
       (void)(*vm)->Stop();
     } else {
       // Attach stops what it adopted when it fails; make sure of the rest.
-      spdlog::warn("attach to VM {} failed ({}); killing it", h.id, vm.status().ToString());
-      ChildProcess::Adopt(h.qemu_pid).Stop(std::chrono::milliseconds(500));
-      ChildProcess::Adopt(h.proxy_pid).Stop(std::chrono::milliseconds(500));
-      std::error_code ec;
-      fs::remove_all(h.runtime_dir, ec);
+      // By what its processes are, never by a recorded pid that may now
+      // belong to someone else; and only a dir that is really a VM's.
+      spdlog::warn("attach to VM {} failed ({}); stopping what is left of it", h.id, vm.status().ToString());
+      if (CheckVmDir(h.runtime_dir, h.id).ok()) {
+        StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
+        std::error_code ec;
+        fs::remove_all(h.runtime_dir, ec);
+      }
     }
   }
 

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -23,7 +25,8 @@ namespace fs = std::filesystem;
 constexpr size_t kMaxTemplateJson = 64 * 1024;
 
 bool IsMountPoint(const std::string& dir) {
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   if (::stat(dir.c_str(), &a) != 0) return false;
   if (::stat((dir + "/..").c_str(), &b) != 0) return false;
   return a.st_dev != b.st_dev;
@@ -74,6 +77,41 @@ Status CheckFile(const std::string& what, const std::string& path, uint64_t size
   return OkStatus();
 }
 
+// A template is code and data QEMU will load: only we may have written it.
+// Checks that path is ours and not writable by group or others.
+Status CheckPrivate(const std::string& what, const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, what + " " + path);
+  if (st.st_uid != ::geteuid()) {
+    return PermissionDenied(what + " " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                            ", not to us (uid " + std::to_string(::geteuid()) + "): refusing to use it");
+  }
+  if ((st.st_mode & 022) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return PermissionDenied(what + " " + path + " is writable by group or others (mode " + mode +
+                            "): refusing to use it; recreate the template with `vmfactory init --force`");
+  }
+  return OkStatus();
+}
+
+// Room for the device state and metadata beside the RAM file.
+constexpr uint64_t kTemplateSpareMib = 64;
+
+Status CheckFreeSpace(const std::string& root, uint64_t need_mib) {
+  struct statvfs vfs {};
+  if (::statvfs(root.c_str(), &vfs) != 0) return ErrnoStatus(errno, "template root " + root);
+  if (vfs.f_flag & ST_RDONLY)
+    return FailedPrecondition("template root " + root + " is on a read-only filesystem");
+  uint64_t free_mib = (static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize) >> 20;
+  if (free_mib < need_mib) {
+    return ResourceExhausted("template root " + root + " has " + std::to_string(free_mib) +
+                             " MiB free; a template of this size needs about " + std::to_string(need_mib) +
+                             " MiB (RAM file, device state, metadata)");
+  }
+  return OkStatus();
+}
+
 // Points ROOT/current at gen atomically (a new link renamed over the old).
 Status PublishGeneration(const std::string& root, const std::string& gen_name) {
   std::string tmp = root + "/.current.tmp";
@@ -104,8 +142,10 @@ std::string DefaultTemplateRoot(const std::string& runtime_dir) { return runtime
 Result<TemplateInfo> LoadTemplate(const std::string& root) {
   std::string current = root + "/current";
   std::error_code ec;
-  if (!fs::exists(root, ec)) return NotFound("no template at " + root + " (create one with `vmfactory init`)");
-  if (!fs::is_symlink(current, ec)) return NotFound("no template at " + root + ": " + current + " is missing");
+  if (!fs::exists(root, ec))
+    return NotFound("no template at " + root + " (create one with `vmfactory init`)");
+  if (!fs::is_symlink(current, ec))
+    return NotFound("no template at " + root + ": " + current + " is missing");
   std::string gen_name = fs::read_symlink(current, ec).string();
   if (ec || gen_name.rfind("gen-", 0) != 0 || gen_name.find('/') != std::string::npos) {
     return DataLoss(current + " does not point at a template generation");
@@ -114,13 +154,18 @@ Result<TemplateInfo> LoadTemplate(const std::string& root) {
   t.root = root;
   t.generation = root + "/" + gen_name;
   std::string meta_path = t.generation + "/template.json";
+  VMF_RETURN_IF_ERROR(CheckPrivate("template root", root));
+  VMF_RETURN_IF_ERROR(CheckPrivate("template generation", t.generation));
+  VMF_RETURN_IF_ERROR(CheckPrivate("template file", meta_path));
   VMF_ASSIGN_OR_RETURN(std::string text, ReadFile(meta_path, kMaxTemplateJson));
   json meta = json::parse(text, nullptr, false);
-  if (meta.is_discarded() || !meta.is_object()) return DataLoss("template file " + meta_path + " is not valid JSON");
+  if (meta.is_discarded() || !meta.is_object())
+    return DataLoss("template file " + meta_path + " is not valid JSON");
   t.format_version = meta.value("format_version", 0);
   if (t.format_version != kTemplateFormatVersion) {
-    return FailedPrecondition("template " + meta_path + " has format version " + std::to_string(t.format_version) +
-                              ", this vmfactory reads version " + std::to_string(kTemplateFormatVersion) +
+    return FailedPrecondition("template " + meta_path + " has format version " +
+                              std::to_string(t.format_version) + ", this vmfactory reads version " +
+                              std::to_string(kTemplateFormatVersion) +
                               " (recreate it with `vmfactory init --force`)");
   }
   if (!meta.contains("hypervisor") || !meta["hypervisor"].is_object()) {
@@ -137,6 +182,8 @@ Result<TemplateInfo> LoadTemplate(const std::string& root) {
   if (t.state_bytes == 0) return DataLoss("template file " + meta_path + " records an empty device state");
   VMF_RETURN_IF_ERROR(CheckFile("memory", t.memory_path(), t.memory_bytes));
   VMF_RETURN_IF_ERROR(CheckFile("state", t.state_path(), t.state_bytes));
+  VMF_RETURN_IF_ERROR(CheckPrivate("template memory file", t.memory_path()));
+  VMF_RETURN_IF_ERROR(CheckPrivate("template state file", t.state_path()));
   return t;
 }
 
@@ -153,17 +200,28 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
     }
   }
   // 1. The private root: a tmpfs sized for two generations when we may mount.
-  VMF_RETURN_IF_ERROR(MakeDirs(root));
-  ::chmod(root.c_str(), 0700);
+  //    An existing root must be ours; it is made private (0700).
+  VMF_RETURN_IF_ERROR(MakeDirs(root).WithContext("template root"));
+  struct stat root_st {};
+  if (::stat(root.c_str(), &root_st) != 0) return ErrnoStatus(errno, "template root " + root);
+  if (!S_ISDIR(root_st.st_mode)) return FailedPrecondition("template root " + root + " is not a directory");
+  if (root_st.st_uid != ::geteuid()) VMF_RETURN_IF_ERROR(CheckPrivate("template root", root));
+  if ((root_st.st_mode & 07777) != 0700 && ::chmod(root.c_str(), 0700) != 0) {
+    return ErrnoStatus(errno, "template root " + root + ": cannot make it private (chmod 0700)");
+  }
   if (options.mount_tmpfs && ::geteuid() == 0 && !IsMountPoint(root)) {
     uint64_t size_mib = 2ull * base.hypervisor.memory_mib + 64;
     std::string opts = "size=" + std::to_string(size_mib) + "m,mode=0700";
     if (::mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()) == 0) {
       step("mounted a " + std::to_string(size_mib) + " MiB tmpfs at " + root);
     } else {
-      step("could not mount a tmpfs at " + root + " (" + std::strerror(errno) + "); using the directory as is");
+      step("could not mount a tmpfs at " + root + " (" + std::strerror(errno) +
+           "); using the directory as is");
     }
   }
+  // The RAM file fills as the guest touches memory; a full filesystem would
+  // kill QEMU with SIGBUS mid-boot. Refuse up front instead.
+  VMF_RETURN_IF_ERROR(CheckFreeSpace(root, base.hypervisor.memory_mib + kTemplateSpareMib));
   // 2. A new generation, invisible until published.
   std::string gen_name = "gen-" + NewVmId().substr(0, 12);
   VMF_ASSIGN_OR_RETURN(ScopedDir gen, ScopedDir::Create(root + "/" + gen_name, 0700));
@@ -178,7 +236,8 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
        std::to_string(config.hypervisor.memory_mib) + " MiB)");
   VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config));
   // 4. No host client may be connected when the state is saved.
-  failpoint::Hit(failpoint::kTemplateSave, {.vm_id = vm->id(), .qemu_pid = vm->qemu_pid(), .proxy_pid = vm->proxy_pid()});
+  failpoint::Hit(failpoint::kTemplateSave,
+                 {.vm_id = vm->id(), .qemu_pid = vm->qemu_pid(), .proxy_pid = vm->proxy_pid()});
   step("disconnecting the agent and proxy");
   VMF_RETURN_IF_ERROR(vm->Disconnect());
   step("pausing");
@@ -222,15 +281,19 @@ Status DestroyTemplate(const std::string& root) {
   return OkStatus();
 }
 
-std::string HypervisorMismatch(const HypervisorConfig& a, const HypervisorConfig& b, const std::string& whose) {
+std::string HypervisorMismatch(const HypervisorConfig& a, const HypervisorConfig& b,
+                               const std::string& whose) {
   const std::string of = " " + whose + "'s ";
   if (a.kernel != b.kernel) return "kernel " + b.kernel + " differs from" + of + a.kernel;
   if (a.initrd != b.initrd) return "initrd " + b.initrd + " differs from" + of + a.initrd;
   if (a.machine != b.machine) return "machine " + b.machine + " differs from" + of + a.machine;
-  if (a.kernel_params != b.kernel_params) return "kernel parameters differ from" + of.substr(0, of.size() - 1);
-  if (b.vcpus < a.vcpus) return std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus);
+  if (a.kernel_params != b.kernel_params)
+    return "kernel parameters differ from" + of.substr(0, of.size() - 1);
+  if (b.vcpus < a.vcpus)
+    return std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus);
   if (b.vcpus > a.max_vcpus) {
-    return std::to_string(b.vcpus) + " vCPUs is more than" + of + "hotplug ceiling " + std::to_string(a.max_vcpus);
+    return std::to_string(b.vcpus) + " vCPUs is more than" + of + "hotplug ceiling " +
+           std::to_string(a.max_vcpus);
   }
   if (b.memory_mib < a.memory_mib) {
     return std::to_string(b.memory_mib) + " MiB is less than" + of + std::to_string(a.memory_mib);

@@ -11,11 +11,13 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/census.h"
 #include "common/failpoint.h"
 #include "common/io.h"
 #include "common/log.h"
 
 namespace vmf {
+namespace fs = std::filesystem;
 namespace {
 
 Status FillRandom(std::string* buf) {
@@ -47,12 +49,15 @@ std::string NewVmId() {
 
 Status ValidateId(const std::string& what, const std::string& id) {
   if (id.empty()) return InvalidArgument(what + " is empty");
-  if (id.size() > 64) return InvalidArgument(what + " '" + id.substr(0, 64) + "...' is longer than 64 characters");
-  if (id[0] == '.' || id[0] == '-') return InvalidArgument(what + " '" + id + "' must not start with '.' or '-'");
+  if (id.size() > 64)
+    return InvalidArgument(what + " '" + id.substr(0, 64) + "...' is longer than 64 characters");
+  if (id[0] == '.' || id[0] == '-')
+    return InvalidArgument(what + " '" + id + "' must not start with '.' or '-'");
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
               c == '-' || c == '.';
-    if (!ok) return InvalidArgument(what + " '" + id + "' may only contain letters, digits, '_', '-' and '.'");
+    if (!ok)
+      return InvalidArgument(what + " '" + id + "' may only contain letters, digits, '_', '-' and '.'");
   }
   return OkStatus();
 }
@@ -84,7 +89,9 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   VMF_RETURN_IF_ERROR(vm->Explain(vm->hypervisor_->Start(deadline)));
   timer.Done("qemu start");
   vm->KillOnCancel(cancel);
-  auto cancelled = [&] { return cancel && cancel->cancelled() ? Cancelled("VM creation was cancelled") : OkStatus(); };
+  auto cancelled = [&] {
+    return cancel && cancel->cancelled() ? Cancelled("VM creation was cancelled") : OkStatus();
+  };
   VMF_RETURN_IF_ERROR(cancelled());
 
   // 3. The proxy, while the guest boots: it owns the agent channel.
@@ -93,7 +100,8 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   VMF_RETURN_IF_ERROR(cancelled());
 
   // 4. Our own connection to the agent, through the proxy.
-  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
+  VMF_ASSIGN_OR_RETURN(vm->agent_,
+                       AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
 
   // 5. Wait for the agent. A clone is paused until Start(): not checked here.
   if (!config.hypervisor.boot_from_template) {
@@ -147,13 +155,37 @@ VMHandle VM::Release() {
   return h;
 }
 
+Status CheckVmDir(const std::string& dir, const std::string& id) {
+  const fs::path p(dir);
+  if (!p.is_absolute() || p.lexically_normal() != p || p.filename() != id ||
+      p.parent_path().filename() != "vm") {
+    return InvalidArgument("VM runtime dir '" + dir + "' is not an absolute, normal path ending in vm/" + id);
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return ErrnoStatus(errno, "VM runtime dir " + dir);
+  if (!S_ISDIR(st.st_mode)) return InvalidArgument("VM runtime dir " + dir + " is not a directory");
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    return PermissionDenied("VM runtime dir " + dir + " is not private to us (owner and mode 0700)");
+  }
+  return OkStatus();
+}
+
 Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg) {
   VMConfig config = cfg;
   config.hypervisor.vcpus = h.cpus;
   config.hypervisor.memory_mib = h.memory_mib;
+  // A handle comes from another process: nothing in it is trusted until
+  // checked, since Stop() removes its dir and kills its processes.
   VMF_RETURN_IF_ERROR(ValidateId("VM id", h.id));
-  if (h.runtime_dir.empty() || h.runtime_dir.find("/vm/" + h.id) == std::string::npos) {
-    return InvalidArgument("VM runtime dir '" + h.runtime_dir + "' does not belong to VM " + h.id);
+  VMF_RETURN_IF_ERROR(CheckVmDir(h.runtime_dir, h.id));
+  auto stop_what_is_there = [&] { StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500)); };
+  if (!ProcessMentions(h.qemu_pid, h.runtime_dir)) {
+    return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.qemu_pid) +
+                              " is not its QEMU (gone, or another process)");
+  }
+  if (!ProcessMentions(h.proxy_pid, h.runtime_dir)) {
+    return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.proxy_pid) +
+                              " is not its agent proxy (gone, or another process)");
   }
   std::unique_ptr<VM> vm(new VM(config, h.id));
   Deadline deadline(std::chrono::seconds(10));
@@ -164,11 +196,12 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg) {
   auto hyp = AttachQemuHypervisor(h.id, config.hypervisor, h.runtime_dir, h.qemu_pid, deadline);
   if (!hyp.ok()) {
     // It is ours now, and unusable: stop it rather than leak it.
-    ChildProcess::Adopt(h.qemu_pid).Stop(std::chrono::milliseconds(500));
+    stop_what_is_there();
     return hyp.status().WithContext("attach VM " + h.id);
   }
   vm->hypervisor_ = std::move(*hyp);
-  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
+  VMF_ASSIGN_OR_RETURN(vm->agent_,
+                       AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
   vm->log_->info("attached (qemu pid {}, proxy pid {})", h.qemu_pid, h.proxy_pid);
   return vm;
 }
@@ -182,23 +215,31 @@ Status VM::StartProxy(const Deadline& deadline) {
   if (!log) return ErrnoStatus(errno, "create " + console_log());
   auto left = std::chrono::duration_cast<Duration>(deadline.when() - Clock::now());
   std::vector<std::string> argv = {config_.proxy.path,
-                                   "--vm-id", id_,
-                                   "--agent-socket", hypervisor_->agent_socket(),
-                                   "--console-socket", hypervisor_->console_socket(),
-                                   "--listen", proxy_socket(),
-                                   "--log-file", console_log(),
-                                   "--ready-fd", "3",
-                                   "--connect-timeout-ms", std::to_string(std::max<long long>(left.count(), 1000))};
+                                   "--vm-id",
+                                   id_,
+                                   "--agent-socket",
+                                   hypervisor_->agent_socket(),
+                                   "--console-socket",
+                                   hypervisor_->console_socket(),
+                                   "--listen",
+                                   proxy_socket(),
+                                   "--log-file",
+                                   console_log(),
+                                   "--ready-fd",
+                                   "3",
+                                   "--connect-timeout-ms",
+                                   std::to_string(std::max<long long>(left.count(), 1000))};
   SpawnOptions opts;
   opts.stderr_fd = log.get();
   opts.pass_fds = {ready_w.get()};
   VMF_ASSIGN_OR_RETURN(proxy_, ChildProcess::Spawn(argv, opts));
   ready_w.reset();
   std::string line;
-  Status st = ReadExact(ready_r.get(), 6, &line, Deadline(std::min<Duration>(left, std::chrono::seconds(10))));
+  Status st =
+      ReadExact(ready_r.get(), 6, &line, Deadline(std::min<Duration>(left, std::chrono::seconds(10))));
   if (!st.ok() || line != "ready\n") {
-    return Unavailable("proxy did not start: " + (st.ok() ? "bad ready line" : st.message()) + "; log: " +
-                       TailOfFile(console_log(), 1024));
+    return Unavailable("proxy did not start: " + (st.ok() ? "bad ready line" : st.message()) +
+                       "; log: " + TailOfFile(console_log(), 1024));
   }
   return OkStatus();
 }
@@ -219,7 +260,8 @@ Status VM::Diagnose(const Status& st) {
   }
   if (proxy_.valid()) {
     if (auto ps = proxy_.Poll()) {
-      gone += "; the agent proxy (pid " + std::to_string(proxy_.pid()) + ") exited (" + DescribeWaitStatus(*ps) + ")";
+      gone += "; the agent proxy (pid " + std::to_string(proxy_.pid()) + ") exited (" +
+              DescribeWaitStatus(*ps) + ")";
     }
   }
   return {st.code(), st.message() + gone};

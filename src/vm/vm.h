@@ -151,6 +151,9 @@ class VM {
   int cancel_handle_ = 0;
 };
 
+// Whether dir can be a VM's runtime dir: absolute, normal, ending in vm/ID,
+// a real directory (not a link) of ours with mode 0700.
+Status CheckVmDir(const std::string& dir, const std::string& id);
 // 32 hex characters of fresh randomness.
 std::string NewVmId();
 // A sandbox or VM id: 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'.

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -365,6 +366,39 @@ TEST_F(DaemonTest, KilledDaemonIsCleanedUpByTheNextAndNeverRepeatsAVm) {
     ASSERT_TRUE(other.ok());
     EXPECT_TRUE((*other)->Stop().ok());
   }
+  EXPECT_TRUE((*vm)->Stop().ok());
+}
+
+TEST_F(DaemonTest, SocketRecordsAndPoolDirsArePrivate) {
+  WaitReady(2);
+  auto client = DaemonClient::Connect(socket_);
+  ASSERT_TRUE(client.ok());
+  auto handed = (*client)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
+  ASSERT_TRUE(handed.ok()) << handed.status().ToString();
+  auto mode = [](const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+    return st.st_mode & 07777;
+  };
+  EXPECT_EQ(mode(socket_), 0600u);
+  EXPECT_EQ(mode(runtime_ + "/daemon"), 0700u);
+  EXPECT_EQ(mode(PoolVmDir()), 0700u);
+  int records = 0;
+  for (const auto& e : fs::directory_iterator(runtime_ + "/daemon")) {
+    if (e.path().filename().string().rfind("handed-", 0) == 0) {
+      ++records;
+      EXPECT_EQ(mode(e.path()), 0600u) << e.path();
+    }
+  }
+  EXPECT_EQ(records, 1);
+  for (const auto& vm : fs::directory_iterator(PoolVmDir())) {
+    EXPECT_EQ(mode(vm.path()), 0700u) << vm.path();
+    for (const auto& f : fs::directory_iterator(vm.path())) {
+      EXPECT_EQ(mode(f.path()) & 077, 0u) << f.path() << " is open to group or others";
+    }
+  }
+  auto vm = VM::Attach(HandleFromProto(*handed), TestConfig());
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   EXPECT_TRUE((*vm)->Stop().ok());
 }
 
