@@ -8,10 +8,10 @@
 #include <functional>
 #include <map>
 #include <optional>
-#include <toml++/toml.h>
 #include <vector>
 
 #include "common/io.h"
+#include "config/toml.h"
 #include "factory/template.h"
 
 namespace vmf {
@@ -49,8 +49,7 @@ std::string Quote(std::string_view s) {
 // One segment of a dotted key, quoted as TOML would if it is not bare.
 std::string KeyPart(std::string_view k) {
   bool bare = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
   if (bare) return std::string(k);
   std::string out = "\"";
@@ -72,16 +71,26 @@ std::string KeyPart(std::string_view k) {
 
 std::string_view TypeName(toml::node_type t) {
   switch (t) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a floating-point number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-    default: return "nothing";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a floating-point number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    default:
+      return "nothing";
   }
 }
 
@@ -92,27 +101,33 @@ class Loader {
   Loader(const std::string& origin, Config* config) : origin_(origin), c_(config) {}
 
   void Walk(const toml::table& root) {
-    ForEach(root, "", {
-      {"hypervisor", [&](const toml::node& n, const std::string& key) {
-         if (auto* t = Table(n, key)) {
-           ForEach(*t, key, {{"qemu", [&](const toml::node& q, const std::string& qkey) {
-                                if (auto* qt = Table(q, qkey)) Qemu(*qt, qkey);
-                              }}});
-         }
-       }},
-      {"agent", [&](const toml::node& n, const std::string& key) {
-         if (auto* t = Table(n, key)) Agent(*t, key);
-       }},
-      {"factory", [&](const toml::node& n, const std::string& key) {
-         if (auto* t = Table(n, key)) Factory(*t, key);
-       }},
-      {"metrics", [&](const toml::node& n, const std::string& key) {
-         if (auto* t = Table(n, key)) Metrics(*t, key);
-       }},
-      {"runtime", [&](const toml::node& n, const std::string& key) {
-         if (auto* t = Table(n, key)) Runtime(*t, key);
-       }},
-    });
+    ForEach(root, "",
+            {
+                {"hypervisor",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) {
+                     ForEach(*t, key, {{"qemu", [&](const toml::node& q, const std::string& qkey) {
+                                          if (auto* qt = Table(q, qkey)) Qemu(*qt, qkey);
+                                        }}});
+                   }
+                 }},
+                {"agent",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) Agent(*t, key);
+                 }},
+                {"factory",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) Factory(*t, key);
+                 }},
+                {"metrics",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) Metrics(*t, key);
+                 }},
+                {"runtime",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) Runtime(*t, key);
+                 }},
+            });
   }
 
   // Cross-field rules and derived defaults; runs once every key was valid.
@@ -168,8 +183,8 @@ class Loader {
     std::string text = origin_;
     if (where.begin.line > 0) text += ":" + std::to_string(where.begin.line);
     text += ": " + key + ": " + what;
-    errors_.push_back({static_cast<int64_t>(where.begin.line), static_cast<int64_t>(where.begin.column),
-                       std::move(text)});
+    errors_.push_back(
+        {static_cast<int64_t>(where.begin.line), static_cast<int64_t>(where.begin.column), std::move(text)});
   }
 
   // Dispatches each entry of `table` to its handler; anything else is unknown.
@@ -261,142 +276,169 @@ class Loader {
 
   void Qemu(const toml::table& t, const std::string& prefix) {
     auto& h = c_->vm.hypervisor;
-    ForEach(t, prefix, {
-      {"path", [&](const toml::node& n, const std::string& key) {
-         auto s = Str(n, key);
-         if (!s) return;
-         // A bare name is looked up in PATH (as the built-in default is);
-         // anything with a slash must be absolute.
-         if (s->empty() || (s->find('/') != std::string::npos && (*s)[0] != '/')) {
-           Error(n.source(), key, "must be an absolute path or a program name, got " + Quote(*s));
-           return;
-         }
-         h.qemu_path = *s;
-       }},
-      {"kernel", [&](const toml::node& n, const std::string& key) {
-         if (auto s = ExistingFile(n, key)) h.kernel = *s;
-       }},
-      {"initrd", [&](const toml::node& n, const std::string& key) {
-         if (auto s = ExistingFile(n, key)) h.initrd = *s;
-       }},
-      {"machine_type", [&](const toml::node& n, const std::string& key) {
-         auto s = Str(n, key);
-         if (!s) return;
-         if (*s != "q35" && *s != "pc") {
-           Error(n.source(), key, "must be \"q35\" or \"pc\", got " + Quote(*s));
-           return;
-         }
-         h.machine = *s;
-       }},
-      {"kernel_params", [&](const toml::node& n, const std::string& key) {
-         auto s = Str(n, key);
-         if (!s) return;
-         if (s->find_first_of("\r\n") != std::string::npos) {
-           Error(n.source(), key, "must not contain a line break");
-           return;
-         }
-         h.kernel_params = *s;
-       }},
-      {"default_vcpus", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 1, kMaxVcpus)) h.vcpus = static_cast<uint32_t>(*v);
-       }},
-      {"default_maxvcpus", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 1, kMaxVcpus)) {
-           h.max_vcpus = static_cast<uint32_t>(*v);
-           max_vcpus_ = n.source();
-         }
-       }},
-      {"default_memory", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, kMinMemoryMib, kMaxMemoryMib)) h.memory_mib = static_cast<uint32_t>(*v);
-       }},
-      {"memory_slots", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 0, kMaxMemorySlots)) h.memory_slots = static_cast<uint32_t>(*v);
-       }},
-      {"default_maxmemory", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, kMinMemoryMib, kMaxMemoryMib)) {
-           h.max_memory_mib = static_cast<uint32_t>(*v);
-           max_memory_ = n.source();
-         }
-       }},
-      {"accel", [&](const toml::node& n, const std::string& key) {
-         auto s = Str(n, key);
-         if (!s) return;
-         if (*s == "auto") {
-           h.accel = Accel::kAuto;
-         } else if (*s == "kvm") {
-           h.accel = Accel::kKvm;
-         } else if (*s == "tcg") {
-           h.accel = Accel::kTcg;
-         } else {
-           Error(n.source(), key, "must be \"auto\", \"kvm\" or \"tcg\", got " + Quote(*s));
-         }
-       }},
-    });
+    ForEach(t, prefix,
+            {
+                {"path",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = Str(n, key);
+                   if (!s) return;
+                   // A bare name is looked up in PATH (as the built-in default is);
+                   // anything with a slash must be absolute.
+                   if (s->empty() || (s->find('/') != std::string::npos && (*s)[0] != '/')) {
+                     Error(n.source(), key, "must be an absolute path or a program name, got " + Quote(*s));
+                     return;
+                   }
+                   h.qemu_path = *s;
+                 }},
+                {"kernel",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto s = ExistingFile(n, key)) h.kernel = *s;
+                 }},
+                {"initrd",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto s = ExistingFile(n, key)) h.initrd = *s;
+                 }},
+                {"machine_type",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = Str(n, key);
+                   if (!s) return;
+                   if (*s != "q35" && *s != "pc") {
+                     Error(n.source(), key, "must be \"q35\" or \"pc\", got " + Quote(*s));
+                     return;
+                   }
+                   h.machine = *s;
+                 }},
+                {"kernel_params",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = Str(n, key);
+                   if (!s) return;
+                   if (s->find_first_of("\r\n") != std::string::npos) {
+                     Error(n.source(), key, "must not contain a line break");
+                     return;
+                   }
+                   h.kernel_params = *s;
+                 }},
+                {"default_vcpus",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, kMaxVcpus)) h.vcpus = static_cast<uint32_t>(*v);
+                 }},
+                {"default_maxvcpus",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, kMaxVcpus)) {
+                     h.max_vcpus = static_cast<uint32_t>(*v);
+                     max_vcpus_ = n.source();
+                   }
+                 }},
+                {"default_memory",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, kMinMemoryMib, kMaxMemoryMib))
+                     h.memory_mib = static_cast<uint32_t>(*v);
+                 }},
+                {"memory_slots",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 0, kMaxMemorySlots)) h.memory_slots = static_cast<uint32_t>(*v);
+                 }},
+                {"default_maxmemory",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, kMinMemoryMib, kMaxMemoryMib)) {
+                     h.max_memory_mib = static_cast<uint32_t>(*v);
+                     max_memory_ = n.source();
+                   }
+                 }},
+                {"accel",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = Str(n, key);
+                   if (!s) return;
+                   if (*s == "auto") {
+                     h.accel = Accel::kAuto;
+                   } else if (*s == "kvm") {
+                     h.accel = Accel::kKvm;
+                   } else if (*s == "tcg") {
+                     h.accel = Accel::kTcg;
+                   } else {
+                     Error(n.source(), key, "must be \"auto\", \"kvm\" or \"tcg\", got " + Quote(*s));
+                   }
+                 }},
+            });
   }
 
   void Agent(const toml::table& t, const std::string& prefix) {
     auto& a = c_->vm.agent;
-    ForEach(t, prefix, {
-      {"boot_timeout", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 1, kMaxTimeoutSeconds)) a.boot_timeout = std::chrono::seconds(*v);
-       }},
-      {"call_timeout", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 1, kMaxTimeoutSeconds)) a.call_timeout = std::chrono::seconds(*v);
-       }},
-    });
+    ForEach(t, prefix,
+            {
+                {"boot_timeout",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, kMaxTimeoutSeconds)) a.boot_timeout = std::chrono::seconds(*v);
+                 }},
+                {"call_timeout",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, kMaxTimeoutSeconds)) a.call_timeout = std::chrono::seconds(*v);
+                 }},
+            });
   }
 
   void Factory(const toml::table& t, const std::string& prefix) {
     auto& f = c_->factory;
-    ForEach(t, prefix, {
-      {"enable_template", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Bool(n, key)) f.enable_template = *v;
-       }},
-      {"template_path", [&](const toml::node& n, const std::string& key) {
-         if (auto s = AbsPath(n, key, true)) f.template_path = *s;
-       }},
-      {"vm_cache_number", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 0, kMaxCacheNumber)) f.vm_cache_number = static_cast<int>(*v);
-       }},
-      {"vm_cache_endpoint", [&](const toml::node& n, const std::string& key) {
-         auto s = AbsPath(n, key, true);
-         if (!s) return;
-         if (s->size() > kMaxUnixSocketPath) {
-           Error(n.source(), key,
-                 "unix socket path is " + std::to_string(s->size()) + " bytes, at most " +
-                     std::to_string(kMaxUnixSocketPath) + " allowed");
-           return;
-         }
-         f.vm_cache_endpoint = *s;
-       }},
-      {"vm_cache_parallelism", [&](const toml::node& n, const std::string& key) {
-         if (auto v = Int(n, key, 1, kMaxCacheParallelism)) f.vm_cache_parallelism = static_cast<int>(*v);
-       }},
-    });
+    ForEach(t, prefix,
+            {
+                {"enable_template",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Bool(n, key)) f.enable_template = *v;
+                 }},
+                {"template_path",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto s = AbsPath(n, key, true)) f.template_path = *s;
+                 }},
+                {"vm_cache_number",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 0, kMaxCacheNumber)) f.vm_cache_number = static_cast<int>(*v);
+                 }},
+                {"vm_cache_endpoint",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = AbsPath(n, key, true);
+                   if (!s) return;
+                   if (s->size() > kMaxUnixSocketPath) {
+                     Error(n.source(), key,
+                           "unix socket path is " + std::to_string(s->size()) + " bytes, at most " +
+                               std::to_string(kMaxUnixSocketPath) + " allowed");
+                     return;
+                   }
+                   f.vm_cache_endpoint = *s;
+                 }},
+                {"vm_cache_parallelism",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, kMaxCacheParallelism))
+                     f.vm_cache_parallelism = static_cast<int>(*v);
+                 }},
+            });
   }
 
   void Metrics(const toml::table& t, const std::string& prefix) {
-    ForEach(t, prefix, {
-      {"address", [&](const toml::node& n, const std::string& key) {
-         auto s = Str(n, key);
-         if (!s) return;
-         if (std::string why = CheckHostPort(*s); !why.empty()) {
-           Error(n.source(), key, why + ", got " + Quote(*s));
-           return;
-         }
-         c_->metrics.address = *s;
-       }},
-    });
+    ForEach(t, prefix,
+            {
+                {"address",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = Str(n, key);
+                   if (!s) return;
+                   if (std::string why = CheckHostPort(*s); !why.empty()) {
+                     Error(n.source(), key, why + ", got " + Quote(*s));
+                     return;
+                   }
+                   c_->metrics.address = *s;
+                 }},
+            });
   }
 
   void Runtime(const toml::table& t, const std::string& prefix) {
-    ForEach(t, prefix, {
-      {"dir", [&](const toml::node& n, const std::string& key) {
-         auto s = AbsPath(n, key, true);
-         if (!s) return;
-         c_->vm.runtime_dir = s->empty() ? DefaultRuntimeDir() : *s;
-       }},
-    });
+    ForEach(t, prefix,
+            {
+                {"dir",
+                 [&](const toml::node& n, const std::string& key) {
+                   auto s = AbsPath(n, key, true);
+                   if (!s) return;
+                   c_->vm.runtime_dir = s->empty() ? DefaultRuntimeDir() : *s;
+                 }},
+            });
   }
 
   // "" if `a` is "" or host:port (host may be [IPv6]) with port 1..65535,
@@ -420,7 +462,8 @@ class Loader {
     }
     if (host.empty()) return "host:port needs a host";
     for (unsigned char ch : host) {
-      if (ch <= ' ' || ch == 0x7f || ch == '/' || ch == '[' || ch == ']') return "host contains an invalid character";
+      if (ch <= ' ' || ch == 0x7f || ch == '/' || ch == '[' || ch == ']')
+        return "host contains an invalid character";
     }
     if (port.empty() || port.size() > 5 ||
         !std::all_of(port.begin(), port.end(), [](unsigned char ch) { return ch >= '0' && ch <= '9'; })) {
@@ -455,8 +498,8 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& origin
     root = toml::parse(toml_text, origin);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
-    return InvalidArgument(origin + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) +
-                           ": " + std::string(e.description()));
+    return InvalidArgument(origin + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
+                           std::string(e.description()));
   }
 
   Config config = DefaultConfig();
