@@ -39,12 +39,18 @@ enum ChildStage : int { kStageSetsid = 1, kStageDup, kStageSetgid, kStageSetuid,
 
 const char* StageName(int stage) {
   switch (stage) {
-    case kStageSetsid: return "setsid";
-    case kStageDup: return "dup2";
-    case kStageSetgid: return "setgid";
-    case kStageSetuid: return "setuid";
-    case kStageChdir: return "chdir";
-    default: return "exec";
+    case kStageSetsid:
+      return "setsid";
+    case kStageDup:
+      return "dup2";
+    case kStageSetgid:
+      return "setgid";
+    case kStageSetuid:
+      return "setuid";
+    case kStageChdir:
+      return "chdir";
+    default:
+      return "exec";
   }
 }
 
@@ -158,7 +164,8 @@ Result<Spawned> Spawn(const grpc::Process& proc) {
     size_t start = 0;
     while (true) {
       size_t colon = path_var.find(':', start);
-      std::string dir = path_var.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      std::string dir =
+          path_var.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
       if (dir.empty()) dir = ".";
       cand_store.push_back(dir + "/" + args[0]);
       if (colon == std::string::npos) break;
@@ -382,6 +389,7 @@ void AgentService::DoExec(uint32_t id, const std::string& payload) {
   if (req.process().terminal()) return ReplyError(id, InvalidArgument("terminal not supported"));
   if (procs_.size() >= opt_.max_processes)
     return ReplyError(id, ResourceExhausted("too many processes (" + std::to_string(procs_.size()) + ")"));
+  if (!opt_.allow_exec) return ReplyError(id, Status(Code::kPermissionDenied, "ExecProcess is disabled"));
   Result<Spawned> s = Spawn(req.process());
   if (!s.ok()) return ReplyError(id, s.status());
   auto p = std::make_unique<Proc>();
@@ -655,7 +663,7 @@ void AgentService::DoOnlineCpuMem(uint32_t id, const std::string& payload) {
   const std::string mem_dir = opt_.sysfs_root + "/devices/system/memory";
   uint32_t onlined = 0;
   const uint32_t want = req.nb_cpus();
-  auto deadline = Clock::now() + std::chrono::seconds(2);
+  auto deadline = Clock::now() + opt_.online_wait;
   while (true) {
     for (const std::string& cpu : NumberedEntries(cpu_dir, "cpu")) {
       if (want != 0 && onlined >= want) break;
@@ -680,8 +688,8 @@ void AgentService::DoOnlineCpuMem(uint32_t id, const std::string& payload) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (req.wait() && want != 0 && onlined < want) {
-    return ReplyError(id, DeadlineExceeded("onlined " + std::to_string(onlined) + " of " +
-                                           std::to_string(want) + " CPUs"));
+    return ReplyError(
+        id, DeadlineExceeded("onlined " + std::to_string(onlined) + " of " + std::to_string(want) + " CPUs"));
   }
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
@@ -730,6 +738,7 @@ void AgentService::DoSetTime(uint32_t id, const std::string& payload) {
   struct timeval tv;
   tv.tv_sec = static_cast<time_t>(req.sec());
   tv.tv_usec = static_cast<suseconds_t>(req.usec());
+  if (!opt_.allow_system_changes) return ReplyOk(id, grpc::Empty().SerializeAsString());
   if (::settimeofday(&tv, nullptr) != 0) return ReplyError(id, ErrnoStatus(errno, "settimeofday"));
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
@@ -740,6 +749,7 @@ void AgentService::DoCreateSandbox(uint32_t id, const std::string& payload) {
   const std::string& host = req.hostname();
   if (host.size() > 64 || host.find('\0') != std::string::npos)
     return ReplyError(id, InvalidArgument("bad hostname (at most 64 bytes)"));
+  if (!opt_.allow_system_changes) return ReplyOk(id, grpc::Empty().SerializeAsString());
   if (!host.empty() && ::sethostname(host.data(), host.size()) != 0)
     return ReplyError(id, ErrnoStatus(errno, "sethostname"));
   ReplyOk(id, grpc::Empty().SerializeAsString());

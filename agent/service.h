@@ -56,6 +56,15 @@ class AgentService {
     // and ReseedRandomDev (tests point them elsewhere).
     std::string sysfs_root = "/sys";
     std::string random_device = "/dev/random";
+    // How long OnlineCPUMem with wait=true waits for the CPUs asked for.
+    std::chrono::milliseconds online_wait{2000};
+    // Host-safe mode, for running the service in-process on a host (the
+    // fuzzer, as root): false makes ExecProcess check its request and then
+    // refuse it (PERMISSION_DENIED) instead of starting a process, and makes
+    // SetGuestDateTime and CreateSandbox check their request and answer OK
+    // without setting the clock or the hostname.
+    bool allow_exec = true;
+    bool allow_system_changes = true;
   };
 
   explicit AgentService(ReplyFn reply);
@@ -89,8 +98,8 @@ class AgentService {
   struct OutStream {
     UniqueFd fd;
     std::string buf;
-    bool eof = false;            // the pipe reached EOF (fd closed)
-    bool eof_delivered = false;  // an empty read (EOF) was answered
+    bool eof = false;                                   // the pipe reached EOF (fd closed)
+    bool eof_delivered = false;                         // an empty read (EOF) was answered
     std::deque<std::pair<uint32_t, uint32_t>> waiters;  // (stream id, len)
   };
   struct Proc {
@@ -133,8 +142,8 @@ class AgentService {
   void DoCreateSandbox(uint32_t id, const std::string& payload);
 
   Proc* Find(const std::string& container_id, const std::string& exec_id);
-  void FillOutput(OutStream* s);          // reads the pipe while room and data
-  void ServeReaders(OutStream* s);        // answers waiters that can be answered
+  void FillOutput(OutStream* s);    // reads the pipe while room and data
+  void ServeReaders(OutStream* s);  // answers waiters that can be answered
   std::string TakeOutput(OutStream* s, uint32_t len);
   void FlushStdin(Proc* p);
   void OnExit(Proc* p, int wstatus);

@@ -121,8 +121,7 @@ QmpStreamParser::QmpStreamParser(size_t max_line) : max_line_(max_line) {}
 
 void QmpStreamParser::Feed(std::string_view data, std::vector<Result<json>>* out) {
   auto too_long = [this] {
-    return ResourceExhausted("QMP line longer than " + std::to_string(max_line_) +
-                             " bytes skipped");
+    return ResourceExhausted("QMP line longer than " + std::to_string(max_line_) + " bytes skipped");
   };
   while (!data.empty()) {
     size_t nl = data.find('\n');
@@ -158,14 +157,13 @@ void QmpStreamParser::Feed(std::string_view data, std::vector<Result<json>>* out
 void QmpStreamParser::EmitLine(std::string_view line, std::vector<Result<json>>* out) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line.size() > max_line_) {
-    out->push_back(ResourceExhausted("QMP line longer than " + std::to_string(max_line_) +
-                                     " bytes skipped"));
+    out->push_back(ResourceExhausted("QMP line longer than " + std::to_string(max_line_) + " bytes skipped"));
     return;
   }
   if (IsBlank(line)) return;
   if (!NestingWithin(line, kMaxDepth)) {
-    out->push_back(DataLoss("QMP line nested deeper than " + std::to_string(kMaxDepth) +
-                            " levels: " + Excerpt(line)));
+    out->push_back(
+        DataLoss("QMP line nested deeper than " + std::to_string(kMaxDepth) + " levels: " + Excerpt(line)));
     return;
   }
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
@@ -174,6 +172,34 @@ void QmpStreamParser::EmitLine(std::string_view line, std::vector<Result<json>>*
     return;
   }
   out->push_back(std::move(j));
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+
+QmpMessageClass ClassifyQmpMessage(const json& msg) {
+  QmpMessageClass c;
+  if (!msg.is_object()) {
+    c.kind = QmpMessageClass::kNotObject;
+    return c;
+  }
+  auto ev = msg.find("event");
+  if (ev != msg.end() && ev->is_string()) {
+    c.kind = QmpMessageClass::kEvent;
+    return c;
+  }
+  auto greeting = msg.find("QMP");
+  if (greeting != msg.end()) {
+    c.kind = greeting->is_object() ? QmpMessageClass::kGreeting : QmpMessageClass::kBadGreeting;
+    return c;
+  }
+  c.is_error = msg.contains("error");
+  if (!c.is_error && !msg.contains("return")) return c;  // kOther
+  c.kind = QmpMessageClass::kReply;
+  auto id = msg.find("id");
+  c.has_id = id != msg.end();
+  if (c.has_id && id->is_number_unsigned()) c.id = id->get<uint64_t>();
+  return c;
 }
 
 // ---------------------------------------------------------------------------
@@ -198,8 +224,7 @@ Status QmpErrorStatus(std::string_view command, const json& error) {
 // ---------------------------------------------------------------------------
 // QmpClient
 
-QmpClient::QmpClient(UniqueFd fd, const Options& options)
-    : fd_(std::move(fd)), options_(options) {}
+QmpClient::QmpClient(UniqueFd fd, const Options& options) : fd_(std::move(fd)), options_(options) {}
 
 QmpClient::~QmpClient() {
   Close();
@@ -216,8 +241,7 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
 }
 
 Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_path,
-                                                      const Deadline& deadline,
-                                                      const Options& options) {
+                                                      const Deadline& deadline, const Options& options) {
   auto fd = ConnectUnixUntil(socket_path, deadline);
   if (!fd.ok()) return fd.status().WithContext("QMP socket " + socket_path);
   auto client = FromFd(std::move(fd).value(), deadline, options);
@@ -245,8 +269,7 @@ Result<std::unique_ptr<QmpClient>> QmpClient::FromFd(UniqueFd fd, const Deadline
 Status QmpClient::Handshake(const Deadline& deadline) {
   {
     std::unique_lock lk(mu_);
-    if (!greeting_cv_.wait_until(lk, deadline.when(),
-                                 [&] { return greeting_status_.has_value(); })) {
+    if (!greeting_cv_.wait_until(lk, deadline.when(), [&] { return greeting_status_.has_value(); })) {
       return DeadlineExceeded("no QMP greeting from QEMU before the deadline");
     }
     if (!greeting_status_->ok()) return *greeting_status_;
@@ -287,8 +310,7 @@ void QmpClient::FailAllLocked(const Status& st) {
   pending_.clear();
 }
 
-Result<json> QmpClient::Execute(const std::string& command, const json& arguments,
-                                const Deadline& deadline) {
+Result<json> QmpClient::Execute(const std::string& command, const json& arguments, const Deadline& deadline) {
   return Run(command, arguments, -1, deadline);
 }
 
@@ -301,8 +323,7 @@ Result<json> QmpClient::ExecuteWithFd(const std::string& command, const json& ar
 Result<json> QmpClient::Run(const std::string& command, const json& arguments, int pass_fd,
                             const Deadline& deadline) {
   if (!arguments.is_null() && !arguments.is_object()) {
-    return InvalidArgument(Quoted(command) + ": arguments must be a JSON object, not " +
-                           Dump(arguments, 60));
+    return InvalidArgument(Quoted(command) + ": arguments must be a JSON object, not " + Dump(arguments, 60));
   }
   auto pending = std::make_shared<Pending>();
   pending->command = command;
@@ -332,8 +353,8 @@ Result<json> QmpClient::Run(const std::string& command, const json& arguments, i
     }
     writing_ = true;
   }
-  written = pass_fd >= 0 ? SendWithFd(fd_.get(), line, pass_fd, deadline)
-                        : WriteAll(fd_.get(), line, deadline);
+  written =
+      pass_fd >= 0 ? SendWithFd(fd_.get(), line, pass_fd, deadline) : WriteAll(fd_.get(), line, deadline);
   {
     std::lock_guard lk(mu_);
     writing_ = false;
@@ -375,16 +396,14 @@ Result<json> QmpClient::Run(const std::string& command, const json& arguments, i
 Result<json> QmpClient::WaitEvent(const std::string& name, const Deadline& deadline) {
   std::unique_lock lk(mu_);
   for (;;) {
-    auto it = std::find_if(events_.begin(), events_.end(),
-                           [&](const json& e) { return e["event"] == name; });
+    auto it = std::find_if(events_.begin(), events_.end(), [&](const json& e) { return e["event"] == name; });
     if (it != events_.end()) {
       json e = std::move(*it);
       events_.erase(it);
       return e;
     }
     if (closed_) {
-      return Status(close_reason_.code(),
-                    "waiting for QMP event " + name + ": " + close_reason_.message());
+      return Status(close_reason_.code(), "waiting for QMP event " + name + ": " + close_reason_.message());
     }
     if (Clock::now() >= deadline.when()) {
       return DeadlineExceeded("no QMP event " + name + " before the deadline");
@@ -395,8 +414,7 @@ Result<json> QmpClient::WaitEvent(const std::string& name, const Deadline& deadl
 
 std::vector<json> QmpClient::TakeEvents() {
   std::lock_guard lk(mu_);
-  std::vector<json> out(std::make_move_iterator(events_.begin()),
-                        std::make_move_iterator(events_.end()));
+  std::vector<json> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
   events_.clear();
   return out;
 }
@@ -458,34 +476,33 @@ void QmpClient::ReadLoop() {
 }
 
 void QmpClient::Dispatch(json msg) {
-  if (!msg.is_object()) {
+  const QmpMessageClass c = ClassifyQmpMessage(msg);
+  if (c.kind == QmpMessageClass::kNotObject) {
     log().warn("QMP: ignoring a message that is not an object: {}", Dump(msg));
     return;
   }
-  auto ev = msg.find("event");
-  if (ev != msg.end() && ev->is_string()) {
+  if (c.kind == QmpMessageClass::kEvent) {
     {
       std::lock_guard lk(mu_);
       events_.push_back(std::move(msg));
       if (events_.size() > kMaxEvents) {
         events_.pop_front();
         if (events_dropped_++ % 1000 == 0) {
-          log().warn("QMP: event queue full ({}), dropped the oldest ({} dropped so far)",
-                     kMaxEvents, events_dropped_);
+          log().warn("QMP: event queue full ({}), dropped the oldest ({} dropped so far)", kMaxEvents,
+                     events_dropped_);
         }
       }
     }
     event_cv_.notify_all();
     return;
   }
-  auto greeting = msg.find("QMP");
-  if (greeting != msg.end()) {
+  if (c.kind == QmpMessageClass::kGreeting || c.kind == QmpMessageClass::kBadGreeting) {
     bool notify = false;
     {
       std::lock_guard lk(mu_);
       if (!greeting_status_) {
-        if (greeting->is_object()) {
-          greeting_ = std::move(*greeting);
+        if (c.kind == QmpMessageClass::kGreeting) {
+          greeting_ = std::move(msg["QMP"]);
           greeting_status_ = OkStatus();
         } else {
           greeting_status_ = DataLoss("bad QMP greeting: " + Dump(msg));
@@ -505,20 +522,17 @@ void QmpClient::Dispatch(json msg) {
       return;
     }
   }
-  if (msg.contains("return") || msg.contains("error")) {
-    DispatchReply(std::move(msg));
+  if (c.kind == QmpMessageClass::kReply) {
+    DispatchReply(std::move(msg), c);
     return;
   }
   log().debug("QMP: ignoring {}", Dump(msg));
 }
 
-void QmpClient::DispatchReply(json msg) {
-  auto id_it = msg.find("id");
-  auto err_it = msg.find("error");
-  bool is_error = err_it != msg.end();
+void QmpClient::DispatchReply(json msg, const QmpMessageClass& c) {
   std::unique_lock lk(mu_);
-  if (id_it == msg.end()) {
-    if (!is_error) {
+  if (!c.has_id) {
+    if (!c.is_error) {
       log().warn("QMP: dropping a reply without id: {}", Dump(msg));
       return;
     }
@@ -529,23 +543,23 @@ void QmpClient::DispatchReply(json msg) {
       return;
     }
     auto it = pending_.begin();
-    log().warn("QMP: error without id, failing the only pending command '{}': {}",
-               it->second->command, Dump(msg));
-    Status st = QmpErrorStatus(it->second->command, *err_it);
+    log().warn("QMP: error without id, failing the only pending command '{}': {}", it->second->command,
+               Dump(msg));
+    Status st = QmpErrorStatus(it->second->command, msg["error"]);
     it->second->result = Status(st.code(), st.message() + " (error reply without id)");
     pending_.erase(it);
   } else {
-    if (!id_it->is_number_unsigned()) {
+    if (!c.id) {
       log().warn("QMP: dropping a reply with a foreign id: {}", Dump(msg));
       return;
     }
-    auto it = pending_.find(id_it->get<uint64_t>());
+    auto it = pending_.find(*c.id);
     if (it == pending_.end()) {
       log().warn("QMP: dropping a reply to no pending command (late or unknown): {}", Dump(msg));
       return;
     }
-    if (is_error) {
-      it->second->result = QmpErrorStatus(it->second->command, *err_it);
+    if (c.is_error) {
+      it->second->result = QmpErrorStatus(it->second->command, msg["error"]);
     } else {
       it->second->result = std::move(msg["return"]);
     }

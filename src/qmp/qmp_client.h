@@ -22,13 +22,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/clock.h"
 #include "common/fd.h"
@@ -68,6 +67,24 @@ class QmpStreamParser {
 // (GenericError covers both bad arguments and bad state).
 Status QmpErrorStatus(std::string_view command, const nlohmann::json& error);
 
+// How QmpClient routes one parsed message from QEMU (pure; tests and the
+// fuzzer call it directly):
+//   kNotObject   anything but a JSON object: ignored with a warning
+//   kEvent       {"event": "NAME", ...} (a string name): queued
+//   kGreeting    {"QMP": {...}}; kBadGreeting: "QMP" is not an object
+//   kReply       {"return": ...} or {"error": ...}: routed by id
+//   kOther       anything else: ignored (before the greeting: a bad greeting)
+// For kReply, `is_error` tells "error" from "return", and `id` is the reply's
+// id when it is an unsigned number (ours); `has_id` is false for an id-less
+// reply (QEMU's answer to input it could not parse).
+struct QmpMessageClass {
+  enum Kind { kNotObject, kEvent, kGreeting, kBadGreeting, kReply, kOther } kind = kOther;
+  bool is_error = false;
+  bool has_id = false;
+  std::optional<uint64_t> id;
+};
+QmpMessageClass ClassifyQmpMessage(const nlohmann::json& msg);
+
 class QmpClient {
  public:
   static constexpr size_t kMaxEvents = 256;
@@ -82,10 +99,8 @@ class QmpClient {
   // Connects to QEMU's QMP unix socket (retrying until the deadline: QEMU
   // creates it a moment after it starts), reads the greeting ({"QMP": ...}),
   // sends qmp_capabilities and waits for its reply.
-  static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path,
-                                                    const Deadline& deadline);
-  static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path,
-                                                    const Deadline& deadline,
+  static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path, const Deadline& deadline);
+  static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path, const Deadline& deadline,
                                                     const Options& options);
   // Same over an fd that is already connected (tests: a socketpair and a fake QEMU).
   static Result<std::unique_ptr<QmpClient>> FromFd(UniqueFd fd, const Deadline& deadline);
@@ -104,14 +119,12 @@ class QmpClient {
   // UNAVAILABLE ("QMP connection closed"), also for every later call. A failed
   // or timed-out write closes the connection (the byte stream may hold half a
   // command). Thread-safe.
-  Result<nlohmann::json> Execute(const std::string& command,
-                                 const nlohmann::json& arguments = nullptr,
+  Result<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments = nullptr,
                                  const Deadline& deadline = Deadline(std::chrono::seconds(10)));
 
   // Execute, passing `fd` to QEMU with the command (SCM_RIGHTS on the command's
   // first bytes), as "getfd"/"add-fd" need. The caller keeps its own fd.
-  Result<nlohmann::json> ExecuteWithFd(const std::string& command, const nlohmann::json& arguments,
-                                       int fd,
+  Result<nlohmann::json> ExecuteWithFd(const std::string& command, const nlohmann::json& arguments, int fd,
                                        const Deadline& deadline = Deadline(std::chrono::seconds(10)));
 
   // Returns (and removes from the queue) the oldest queued event named `name`
@@ -139,11 +152,11 @@ class QmpClient {
 
   QmpClient(UniqueFd fd, const Options& options);
   Status Handshake(const Deadline& deadline);
-  Result<nlohmann::json> Run(const std::string& command, const nlohmann::json& arguments,
-                             int pass_fd, const Deadline& deadline);
+  Result<nlohmann::json> Run(const std::string& command, const nlohmann::json& arguments, int pass_fd,
+                             const Deadline& deadline);
   void ReadLoop();
   void Dispatch(nlohmann::json msg);
-  void DispatchReply(nlohmann::json msg);
+  void DispatchReply(nlohmann::json msg, const QmpMessageClass& c);
   void FailAllLocked(const Status& st);
   spdlog::logger& log() const;
 

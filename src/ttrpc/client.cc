@@ -21,14 +21,12 @@ Status StatusFromWire(int code, const std::string& message) {
   return {static_cast<Code>(code), message};
 }
 
-Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
-                                                const Deadline& deadline) {
+Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path, const Deadline& deadline) {
   VMF_ASSIGN_OR_RETURN(UniqueFd fd, ConnectUnixUntil(socket_path, deadline));
   return std::make_unique<Client>(std::move(fd));
 }
 
-Client::Client(UniqueFd fd, uint32_t first_stream_id)
-    : fd_(std::move(fd)), next_id_(first_stream_id | 1u) {
+Client::Client(UniqueFd fd, uint32_t first_stream_id) : fd_(std::move(fd)), next_id_(first_stream_id | 1u) {
   reader_ = std::thread([this] { ReadLoop(); });
 }
 
@@ -115,6 +113,19 @@ Result<std::string> Client::CallRaw(const std::string& service, const std::strin
   return std::move(pending->payload);
 }
 
+Result<std::string> DecodeResponse(const DecodeEvent& ev) {
+  if (ev.kind == DecodeEvent::kOversized) {
+    return ResourceExhausted("reply of " + std::to_string(ev.declared_length) +
+                             " bytes exceeds the 4 MiB ttrpc limit");
+  }
+  ::ttrpc::Response resp;
+  if (!resp.ParseFromString(ev.frame.payload)) return DataLoss("malformed ttrpc response");
+  if (resp.has_status() && resp.status().code() != 0) {
+    return StatusFromWire(resp.status().code(), resp.status().message());
+  }
+  return std::move(*resp.mutable_payload());
+}
+
 void Client::ReadLoop() {
   FrameDecoder decoder;
   std::vector<DecodeEvent> events;
@@ -142,18 +153,11 @@ void Client::ReadLoop() {
       if (it == pending_.end() || ev.frame.type != kTypeResponse) continue;
       Pending& p = *it->second;
       p.done = true;
-      if (ev.kind == DecodeEvent::kOversized) {
-        p.status = ResourceExhausted("reply of " + std::to_string(ev.declared_length) +
-                                     " bytes exceeds the 4 MiB ttrpc limit");
+      Result<std::string> reply = DecodeResponse(ev);
+      if (reply.ok()) {
+        p.payload = std::move(*reply);
       } else {
-        ::ttrpc::Response resp;
-        if (!resp.ParseFromString(ev.frame.payload)) {
-          p.status = DataLoss("malformed ttrpc response");
-        } else if (resp.has_status() && resp.status().code() != 0) {
-          p.status = StatusFromWire(resp.status().code(), resp.status().message());
-        } else {
-          p.payload = std::move(*resp.mutable_payload());
-        }
+        p.status = reply.status();
       }
       pending_.erase(it);
     }

@@ -24,6 +24,7 @@
 #include "common/clock.h"
 #include "common/fd.h"
 #include "common/status.h"
+#include "ttrpc/frame.h"
 
 namespace vmf::ttrpc {
 
@@ -31,8 +32,7 @@ using Metadata = std::vector<std::pair<std::string, std::string>>;
 
 class Client {
  public:
-  static Result<std::unique_ptr<Client>> Connect(const std::string& socket_path,
-                                                 const Deadline& deadline);
+  static Result<std::unique_ptr<Client>> Connect(const std::string& socket_path, const Deadline& deadline);
   // first_stream_id must be odd; a random start makes replies meant for an
   // earlier session on the same byte stream unmatchable.
   explicit Client(UniqueFd fd, uint32_t first_stream_id = 1);
@@ -84,5 +84,10 @@ class Client {
 
 // Maps a ttrpc Response status code/message to a vmf::Status.
 Status StatusFromWire(int code, const std::string& message);
+
+// What a decoded frame that answers a pending call means for that call: the
+// reply payload, or the error it carries (oversized, malformed, an error
+// status from the peer). Client::ReadLoop uses it; so does the fuzz target.
+Result<std::string> DecodeResponse(const DecodeEvent& ev);
 
 }  // namespace vmf::ttrpc

@@ -44,6 +44,23 @@ std::string Server::Dispatch(const std::string& payload, const Peer& peer) {
   return resp.SerializeAsString();
 }
 
+std::string Server::HandleFrame(const DecodeEvent& ev, uint32_t* last_id, const Peer& peer) {
+  uint32_t id = ev.frame.stream_id;
+  std::string reply;
+  if (ev.kind == DecodeEvent::kOversized) {
+    reply = ErrorReply(Code::kResourceExhausted, "request exceeds the 4 MiB ttrpc limit");
+  } else if (ev.frame.type != kTypeRequest) {
+    return "";
+  } else if (id % 2 == 0 || id <= *last_id) {
+    reply =
+        ErrorReply(Code::kInvalidArgument, "stream id " + std::to_string(id) + " must be odd and increasing");
+  } else {
+    *last_id = id;
+    reply = Dispatch(ev.frame.payload, peer);
+  }
+  return EncodeFrame(id, kTypeResponse, 0, reply);
+}
+
 void Server::ServeConnection(int fd, Peer peer) {
   FrameDecoder decoder;
   std::vector<DecodeEvent> events;
@@ -56,22 +73,10 @@ void Server::ServeConnection(int fd, Peer peer) {
     events.clear();
     decoder.Feed(std::string_view(buf, static_cast<size_t>(n)), &events);
     for (auto& ev : events) {
-      uint32_t id = ev.frame.stream_id;
-      std::string reply;
-      if (ev.kind == DecodeEvent::kOversized) {
-        reply = ErrorReply(Code::kResourceExhausted, "request exceeds the 4 MiB ttrpc limit");
-      } else if (ev.frame.type != kTypeRequest) {
-        continue;
-      } else if (id % 2 == 0 || id <= last_id) {
-        reply = ErrorReply(Code::kInvalidArgument, "stream id " + std::to_string(id) + " must be odd and increasing");
-      } else {
-        last_id = id;
-        reply = Dispatch(ev.frame.payload, peer);
-      }
+      std::string reply = HandleFrame(ev, &last_id, peer);
+      if (reply.empty()) continue;
       // A client that stops reading its replies is dropped, not waited for.
-      if (!WriteAll(fd, EncodeFrame(id, kTypeResponse, 0, reply), Deadline(std::chrono::seconds(10))).ok()) {
-        goto done;
-      }
+      if (!WriteAll(fd, reply, Deadline(std::chrono::seconds(10))).ok()) goto done;
     }
   }
 done:

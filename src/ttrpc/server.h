@@ -17,6 +17,7 @@
 
 #include "common/fd.h"
 #include "common/status.h"
+#include "ttrpc/frame.h"
 
 namespace vmf::ttrpc {
 
@@ -37,6 +38,13 @@ class Server {
   Status Serve(UniqueFd listen_fd);
   // Stops accepting, closes every connection, and makes Serve return.
   void Shutdown();
+
+  // What a connection does with one decoded frame: returns the whole reply
+  // frame to send, or "" when there is none (a frame that is not a request).
+  // *last_id is the connection's highest accepted stream id (0 at first).
+  // Serve uses it for every frame; public so that tests and fuzzers can drive
+  // the request path without a socket.
+  std::string HandleFrame(const DecodeEvent& ev, uint32_t* last_id, const Peer& peer);
 
  private:
   void ServeConnection(int fd, Peer peer);
