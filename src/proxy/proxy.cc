@@ -25,11 +25,22 @@ using ttrpc::EncodeFrame;
 using ttrpc::FrameDecoder;
 
 constexpr size_t kReadChunk = 64 * 1024;
-constexpr size_t kMaxQueuedBytes = 64u << 20;   // per connection, outbound
-constexpr size_t kMaxPendingPerClient = 4096;   // requests in flight per client
+constexpr size_t kMaxQueuedBytes = 64u << 20;  // per connection, outbound
+constexpr size_t kMaxPendingPerClient = 4096;  // requests in flight per client
 constexpr size_t kMaxConsoleLine = 4096;
-constexpr size_t kMaxSyncScan = 1u << 20;
+// Bytes accepted from the agent channel before the reply to the sync request:
+// stale bytes of an earlier session are far fewer (one frame at most, in
+// practice nothing); an agent that sends more is not answering the sync.
+constexpr size_t kMaxPresyncBytes = 8u << 20;
 constexpr auto kSyncRetry = std::chrono::milliseconds(1500);
+// A quarantined channel is only read to notice QEMU's exit, and slowly, so
+// that a guest flooding it stalls instead of costing the host CPU.
+constexpr auto kQuarantineReadPause = std::chrono::milliseconds(100);
+// The guest console: read at most every 5 ms and at most 16 KiB/s (after a
+// burst of 128 KiB), about a 160 kbaud serial port; see ReadConsole.
+constexpr auto kConsoleReadPause = std::chrono::milliseconds(5);
+constexpr size_t kConsoleRate = 16 * 1024;
+constexpr size_t kConsoleBurst = 128 * 1024;
 
 std::string ErrorResponse(Code code, const std::string& message) {
   ::ttrpc::Response resp;
@@ -127,6 +138,9 @@ class ProxyServer {
         console_(io),
         connect_timer_(io),
         sync_timer_(io),
+        frame_timer_(io),
+        drain_timer_(io),
+        console_timer_(io),
         signals_(io, SIGTERM, SIGINT),
         connect_deadline_(opts.connect_timeout) {
     agent_writer_.on_error = [this](std::error_code ec) { Shutdown("agent channel write: " + ec.message()); };
@@ -149,11 +163,18 @@ class ProxyServer {
   }
 
   // Called by clients.
-  void Forward(const std::shared_ptr<ClientConn>& client, uint32_t client_stream, uint8_t type,
-               uint8_t flags, std::string payload) {
+  void Forward(const std::shared_ptr<ClientConn>& client, uint32_t client_stream, uint8_t type, uint8_t flags,
+               std::string payload) {
+    if (quarantined_) {
+      client->Reply(client_stream, ErrorResponse(Code::kDataLoss, quarantine_message_));
+      return;
+    }
     uint32_t chan = next_chan_id_;
     next_chan_id_ += 2;
-    if (next_chan_id_ >= 0x7fffffffu) next_chan_id_ = 1;  // the agent accepts a new sync baseline
+    if (next_chan_id_ >= 0x7fffffffu) {
+      next_chan_id_ = 1;  // the agent accepts a new sync baseline
+      chan_wrapped_ = true;
+    }
     routes_[chan] = Route{client, client_stream};
     client->in_flight++;
     std::string frame = EncodeFrame(chan, type, flags, payload);
@@ -162,7 +183,8 @@ class ProxyServer {
     } else if (presync_bytes_ + frame.size() > kMaxQueuedBytes) {
       routes_.erase(chan);
       client->in_flight--;
-      client->Reply(client_stream, ErrorResponse(Code::kResourceExhausted, "too many requests queued before the agent answered"));
+      client->Reply(client_stream, ErrorResponse(Code::kResourceExhausted,
+                                                 "too many requests queued before the agent answered"));
     } else {
       presync_bytes_ += frame.size();
       presync_.push_back(std::move(frame));
@@ -217,20 +239,39 @@ class ProxyServer {
         return;
       }
       log_->debug("connected to agent channel");
-      std::random_device rd;
-      sync_id_ = ((rd() % 0x3fffffffu) | 1u);
-      next_chan_id_ = sync_id_ + 2;
-      SendSync();
+      StartSession();
       ReadAgent();
     });
   }
 
+  // A new session on the channel: a fresh random sync id, and every byte
+  // until its reply is stale.
+  void StartSession() {
+    std::random_device rd;
+    uint32_t id;
+    do {
+      id = (rd() % 0x3fffffffu) | 1u;
+    } while (id == sync_id_);
+    sync_id_ = id;
+    next_chan_id_ = sync_id_ + 2;
+    first_chan_id_ = next_chan_id_;
+    chan_wrapped_ = false;
+    synced_ = false;
+    syncs_sent_ = 0;
+    sync_replies_ = 0;
+    scan_.clear();
+    presync_skipped_ = 0;
+    agent_decoder_ = FrameDecoder();  // frees a partial frame of up to 4 MiB
+    SendSync();
+  }
+
   void SendSync() {
-    if (synced_ || stopping_) return;
+    if (synced_ || stopping_ || quarantined_) return;
     if (!agent_writer_.Send(SyncRequestFrame(sync_id_))) {
       Shutdown("agent channel queue overflow");
       return;
     }
+    ++syncs_sent_;
     sync_timer_.expires_after(kSyncRetry);
     sync_timer_.async_wait([this](std::error_code ec) {
       if (!ec) SendSync();
@@ -239,23 +280,39 @@ class ProxyServer {
 
   void ReadAgent() {
     agent_.async_read_some(asio::buffer(agent_buf_), [this](std::error_code ec, size_t n) {
+      if (stopping_) return;
       if (ec) {
-        Shutdown(ec == asio::error::eof ? "agent channel closed (VM stopped)" : "agent channel: " + ec.message());
+        Shutdown(ec == asio::error::eof ? "agent channel closed (VM stopped)"
+                                        : "agent channel: " + ec.message());
         return;
       }
-      std::string_view data(agent_buf_, n);
-      if (!synced_) {
-        data = ScanForSync(data);
-        if (!synced_) {
-          ReadAgent();
-          return;
-        }
+      if (quarantined_) {
+        quarantine_dropped_ += n;
+        drain_timer_.expires_after(kQuarantineReadPause);
+        drain_timer_.async_wait([this](std::error_code e) {
+          if (!e && !stopping_) ReadAgent();
+        });
+        return;
       }
-      events_.clear();
-      agent_decoder_.Feed(data, &events_);
-      for (auto& ev : events_) OnAgentFrame(ev);
+      OnAgentBytes(std::string_view(agent_buf_, n));
       ReadAgent();
     });
+  }
+
+  void OnAgentBytes(std::string_view data) {
+    last_agent_rx_ = Clock::now();
+    if (!synced_) {
+      data = ScanForSync(data);
+      if (!synced_ || quarantined_) return;
+    }
+    events_.clear();
+    agent_decoder_.Feed(data, &events_);
+    scan_.clear();  // what ScanForSync handed over has been decoded
+    for (auto& ev : events_) {
+      OnAgentFrame(ev);
+      if (quarantined_ || stopping_) return;
+    }
+    if (agent_decoder_.mid_frame()) ArmFrameTimer();
   }
 
   // Before the sync reply is seen, bytes are stale: look for the header of
@@ -268,7 +325,7 @@ class ProxyServer {
           ReadU32(h) <= 4096) {
         synced_ = true;
         sync_timer_.cancel();
-        log_->debug("agent channel synchronised (skipped {} stale bytes)", k);
+        log_->debug("agent channel synchronised (skipped {} stale bytes)", presync_skipped_ + k);
         scan_.erase(0, k);
         for (auto& f : presync_) {
           if (!agent_writer_.Send(std::move(f))) Shutdown("agent channel queue overflow");
@@ -278,33 +335,132 @@ class ProxyServer {
         return scan_;
       }
     }
-    if (scan_.size() > kMaxSyncScan) scan_.erase(0, scan_.size() - ttrpc::kHeaderSize);
+    // Keep only what may be the start of a header split across two reads.
+    if (scan_.size() >= ttrpc::kHeaderSize) {
+      size_t drop = scan_.size() - (ttrpc::kHeaderSize - 1);
+      presync_skipped_ += drop;
+      scan_.erase(0, drop);
+    }
+    if (presync_skipped_ > kMaxPresyncBytes) {
+      Quarantine("the agent sent " + std::to_string(presync_skipped_) +
+                 " bytes without answering the sync request (garbage, or not a vmfactory agent)");
+    }
     return {};
   }
 
+  // Whether this proxy ever sent a request with this channel stream id.
+  bool Issued(uint32_t id) const {
+    if (id % 2 == 0) return false;
+    if (chan_wrapped_) return id >= first_chan_id_ || id < next_chan_id_;
+    return id >= first_chan_id_ && id < next_chan_id_;
+  }
+
+  // Every frame from the agent must be a well-formed response for a stream
+  // this proxy opened: anything else is a protocol violation, which
+  // quarantines the channel (the stream can no longer be trusted).
   void OnAgentFrame(DecodeEvent& ev) {
-    uint32_t id = ev.frame.stream_id;
-    if (id == sync_id_) return;  // the sync reply (and replies to its retries)
+    const uint32_t id = ev.frame.stream_id;
+    const std::string on_stream = " on stream " + std::to_string(id);
+    if (ev.kind == DecodeEvent::kOversized) {
+      Quarantine("a reply of " + std::to_string(ev.declared_length) + " bytes" + on_stream +
+                     " exceeds the 4 MiB ttrpc limit",
+                 id, Code::kResourceExhausted);
+      return;
+    }
+    if (ev.frame.type != ttrpc::kTypeResponse) {
+      Quarantine("a frame of type " + std::to_string(ev.frame.type) + on_stream +
+                 " (the agent may only send responses)");
+      return;
+    }
+    ::ttrpc::Response resp;
+    if (!resp.ParseFromString(ev.frame.payload)) {
+      Quarantine("the reply" + on_stream + " is not a ttrpc.Response (" +
+                     std::to_string(ev.frame.payload.size()) + " bytes of garbage)",
+                 id);
+      return;
+    }
+    if (id == sync_id_) {  // the sync reply, and replies to its retries
+      if (++sync_replies_ > syncs_sent_) {
+        Quarantine(std::to_string(sync_replies_) + " replies to " + std::to_string(syncs_sent_) +
+                   " sync requests");
+      }
+      return;
+    }
     auto it = routes_.find(id);
     if (it == routes_.end()) {
-      log_->debug("dropping agent frame for unknown stream {}", id);
+      if (!Issued(id)) {
+        Quarantine("a reply for stream " + std::to_string(id) + ", which was never opened");
+        return;
+      }
+      log_->debug("dropping a late reply for stream {} (its client is gone)", id);
       return;
     }
     auto client = it->second.client.lock();
     uint32_t cs = it->second.client_stream;
-    bool final_frame = ev.frame.type == ttrpc::kTypeResponse || ev.kind == DecodeEvent::kOversized;
-    if (final_frame) {
-      routes_.erase(it);
-      if (client) client->in_flight--;
-    }
+    routes_.erase(it);
     if (!client) return;
-    if (ev.kind == DecodeEvent::kOversized) {
-      client->Reply(cs, ErrorResponse(Code::kResourceExhausted,
-                                      "agent reply of " + std::to_string(ev.declared_length) +
-                                          " bytes exceeds the 4 MiB ttrpc limit"));
-      return;
-    }
+    client->in_flight--;
     client->Send(EncodeFrame(cs, ev.frame.type, ev.frame.flags, ev.frame.payload));
+  }
+
+  // A frame begun and not finished: the agent may not fall silent in it.
+  void ArmFrameTimer() {
+    if (frame_timer_armed_) return;
+    frame_timer_armed_ = true;
+    frame_timer_.expires_at(last_agent_rx_ + opts_.frame_timeout);
+    frame_timer_.async_wait([this](std::error_code ec) {
+      frame_timer_armed_ = false;
+      if (ec || stopping_ || quarantined_ || !agent_decoder_.mid_frame()) return;
+      auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_agent_rx_);
+      if (silent < opts_.frame_timeout) {
+        ArmFrameTimer();
+        return;
+      }
+      Resync("the agent sent " + std::to_string(agent_decoder_.buffered()) +
+             " bytes of a frame and then nothing for " + std::to_string(silent.count()) + " ms");
+    });
+  }
+
+  // A stalled frame is not proof of malice: the VM may be paused, or QEMU
+  // starved of CPU, in the middle of a reply. The pending calls fail
+  // (UNAVAILABLE: a retry may work), the partial frame is dropped, and a new
+  // session starts; if the guest goes on, the rest of that frame is skipped
+  // as stale, and the agent drops the replies it still owed.
+  void Resync(const std::string& why) {
+    const std::string message = why + "; the agent channel was resynchronised: retry the call";
+    log_->warn("{} ({} calls failed)", message, routes_.size());
+    for (auto& [chan, route] : routes_) {
+      if (auto c = route.client.lock()) {
+        c->in_flight--;
+        c->Reply(route.client_stream, ErrorResponse(Code::kUnavailable, message));
+      }
+    }
+    routes_.clear();
+    StartSession();
+  }
+
+  // Fails every pending call (the offending stream with `code`, the others
+  // with DATA_LOSS) and every later one, and stops listening to the agent:
+  // the channel is only drained slowly, to notice QEMU's exit.
+  void Quarantine(const std::string& what, uint32_t stream = 0, Code code = Code::kDataLoss) {
+    if (quarantined_ || stopping_) return;
+    quarantined_ = true;
+    quarantine_message_ = "agent protocol violation: " + what + "; the VM's agent channel is quarantined";
+    log_->error("{}: every call fails from now on", quarantine_message_);
+    sync_timer_.cancel();
+    frame_timer_.cancel();
+    for (auto& [chan, route] : routes_) {
+      if (auto c = route.client.lock()) {
+        c->in_flight--;
+        c->Reply(route.client_stream,
+                 ErrorResponse(chan == stream ? code : Code::kDataLoss, quarantine_message_));
+      }
+    }
+    routes_.clear();
+    presync_.clear();
+    presync_bytes_ = 0;
+    scan_ = std::string();
+    agent_decoder_ = FrameDecoder();  // frees a partial frame of up to 4 MiB
   }
 
   void ConnectConsole() {
@@ -326,25 +482,62 @@ class ProxyServer {
     });
   }
 
+  // The console is logged as it comes up to a budget of kConsoleRate bytes a
+  // second (bursts of kConsoleBurst), read at most every kConsoleReadPause.
+  // Over budget, the proxy stops reading it for a while: QEMU's serial port
+  // then waits, and so do the guest's console writes. A flood costs the host
+  // (QEMU forwards the console byte by byte, each a socket buffer to free)
+  // and the log no more than that rate, and nothing is dropped.
   void ReadConsole() {
-    console_.async_read_some(asio::buffer(console_buf_), [this](std::error_code ec, size_t n) {
+    if (stopping_) return;
+    auto now = Clock::now();
+    double refill = std::chrono::duration<double>(now - console_refilled_).count() * kConsoleRate;
+    console_budget_ = std::min<double>(kConsoleBurst, console_budget_ + refill);
+    console_refilled_ = now;
+    const double quantum = kConsoleRate / 10.0;  // a tenth of a second's worth
+    if (console_budget_ < quantum) {
+      if (now - console_throttle_warned_ >= std::chrono::minutes(1)) {
+        log_->warn("the guest console writes faster than {} KiB/s: reading it at that rate",
+                   kConsoleRate / 1024);
+        console_throttle_warned_ = now;
+      }
+      double wait_s = (quantum - console_budget_) / kConsoleRate;
+      console_timer_.expires_after(
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait_s)));
+      console_timer_.async_wait([this](std::error_code e) {
+        if (!e) ReadConsole();
+      });
+      return;
+    }
+    size_t max = std::min<size_t>(sizeof(console_buf_), static_cast<size_t>(console_budget_));
+    console_.async_read_some(asio::buffer(console_buf_, max), [this](std::error_code ec, size_t n) {
       if (ec) {
         if (!console_line_.empty()) console_log_->info("{}", console_line_);
+        console_log_->flush();
         return;
       }
-      for (size_t i = 0; i < n; ++i) {
-        char ch = console_buf_[i];
-        if (ch == '\n' || console_line_.size() >= kMaxConsoleLine) {
-          console_log_->info("{}", console_line_);
-          console_line_.clear();
-          if (ch == '\n') continue;
-        }
-        if (ch == '\r') continue;
-        // Keep the log one line per record: control characters become '?'.
-        console_line_.push_back((static_cast<unsigned char>(ch) < 0x20 && ch != '\t') ? '?' : ch);
-      }
-      ReadConsole();
+      console_budget_ -= static_cast<double>(n);
+      LogConsole(std::string_view(console_buf_, n));
+      console_log_->flush();
+      if (stopping_) return;
+      console_timer_.expires_after(kConsoleReadPause);
+      console_timer_.async_wait([this](std::error_code e) {
+        if (!e) ReadConsole();
+      });
     });
+  }
+
+  void LogConsole(std::string_view data) {
+    for (char ch : data) {
+      if (ch == '\n' || console_line_.size() >= kMaxConsoleLine) {
+        console_log_->info("{}", console_line_);
+        console_line_.clear();
+        if (ch == '\n') continue;
+      }
+      if (ch == '\r') continue;
+      // Keep the log one line per record: control characters become '?'.
+      console_line_.push_back((static_cast<unsigned char>(ch) < 0x20 && ch != '\t') ? '?' : ch);
+    }
   }
 
  public:
@@ -352,6 +545,8 @@ class ProxyServer {
     if (stopping_) return;
     stopping_ = true;
     log_->info("proxy stopping: {}", why);
+    if (quarantine_dropped_ > 0)
+      log_->info("ignored {} bytes from the quarantined agent", quarantine_dropped_);
     for (auto& [chan, route] : routes_) {
       if (auto c = route.client.lock()) {
         c->Reply(route.client_stream, ErrorResponse(Code::kUnavailable, "agent unavailable: " + why));
@@ -362,6 +557,9 @@ class ProxyServer {
     acceptor_.close(ec);
     connect_timer_.cancel();
     sync_timer_.cancel();
+    frame_timer_.cancel();
+    drain_timer_.cancel();
+    console_timer_.cancel();
     signals_.cancel();
     agent_.close(ec);
     // Give queued error replies a moment to reach clients, then stop.
@@ -384,23 +582,39 @@ class ProxyServer {
   stream_protocol::socket console_;
   asio::steady_timer connect_timer_;
   asio::steady_timer sync_timer_;
+  asio::steady_timer frame_timer_;
+  asio::steady_timer drain_timer_;
+  asio::steady_timer console_timer_;
   asio::signal_set signals_;
   Deadline connect_deadline_;
   bool stopping_ = false;
 
   uint32_t sync_id_ = 0;
+  uint32_t first_chan_id_ = 1;
   uint32_t next_chan_id_ = 1;
+  bool chan_wrapped_ = false;
   bool synced_ = false;
+  uint64_t syncs_sent_ = 0;
+  uint64_t sync_replies_ = 0;
   std::string scan_;
+  uint64_t presync_skipped_ = 0;
   std::deque<std::string> presync_;
   size_t presync_bytes_ = 0;
   FrameDecoder agent_decoder_;
   std::vector<DecodeEvent> events_;
   char agent_buf_[kReadChunk];
   std::map<uint32_t, Route> routes_;
+  Clock::time_point last_agent_rx_{};
+  bool frame_timer_armed_ = false;
+  bool quarantined_ = false;
+  std::string quarantine_message_;
+  uint64_t quarantine_dropped_ = 0;
 
   char console_buf_[kReadChunk];
   std::string console_line_;
+  double console_budget_ = kConsoleBurst;
+  Clock::time_point console_refilled_ = Clock::now();
+  Clock::time_point console_throttle_warned_{};
 
   uint64_t next_client_id_ = 0;
   std::map<uint64_t, std::shared_ptr<ClientConn>> clients_;
@@ -449,9 +663,8 @@ void ClientConn::Read() {
 void ClientConn::OnFrame(DecodeEvent& ev) {
   uint32_t sid = ev.frame.stream_id;
   if (ev.kind == DecodeEvent::kOversized) {
-    Reply(sid, ErrorResponse(Code::kResourceExhausted,
-                             "request of " + std::to_string(ev.declared_length) +
-                                 " bytes exceeds the 4 MiB ttrpc limit"));
+    Reply(sid, ErrorResponse(Code::kResourceExhausted, "request of " + std::to_string(ev.declared_length) +
+                                                           " bytes exceeds the 4 MiB ttrpc limit"));
     return;
   }
   if (ev.frame.type != ttrpc::kTypeRequest) return;  // unary only: data frames are not routed
@@ -488,7 +701,8 @@ Status RunProxy(const ProxyOptions& opts) {
     sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
   } else {
     try {
-      // Bounded: a guest flooding its console costs at most 2 MiB on disk.
+      // Bounded: a guest flooding its console costs at most 2 MiB on disk
+      // (and ReadConsole takes at most 16 KiB/s of it).
       sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(opts.log_file, 1 << 20, 1));
     } catch (const spdlog::spdlog_ex& e) {
       return Internal(std::string("proxy log ") + opts.log_file + ": " + e.what());
@@ -500,6 +714,7 @@ Status RunProxy(const ProxyOptions& opts) {
     l->set_pattern("%Y-%m-%dT%H:%M:%S.%e [%n] vm=" + opts.vm_id + " %v");
     l->flush_on(spdlog::level::info);
   }
+  console->flush_on(spdlog::level::off);  // flushed once per read of the console instead
   if (std::getenv("VMF_PROXY_DEBUG")) log->set_level(spdlog::level::debug);
 
   VMF_ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenUnix(opts.listen_socket));

@@ -15,8 +15,13 @@ int main(int argc, char** argv) {
   app.add_option("--ready-fd", opts.ready_fd, "fd to write 'ready' to once listening");
   int connect_timeout_ms = 30000;
   app.add_option("--connect-timeout-ms", connect_timeout_ms, "how long to wait for QEMU's sockets");
+  int frame_timeout_ms = 5000;
+  app.add_option(
+      "--frame-timeout-ms", frame_timeout_ms,
+      "longest silence of the agent in the middle of a frame before the channel is resynchronised");
   CLI11_PARSE(app, argc, argv);
   opts.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+  opts.frame_timeout = std::chrono::milliseconds(frame_timeout_ms);
   vmf::Status st = vmf::RunProxy(opts);
   if (!st.ok()) {
     std::fprintf(stderr, "vmfactory-proxy: %s\n", st.ToString().c_str());

@@ -28,11 +28,15 @@ Status AgentClient::Check(const Deadline& deadline) {
 Status AgentClient::WaitReady(const Deadline& deadline) {
   // The proxy holds requests until the agent channel is in sync, so one call
   // with the whole deadline is enough; it is repeated only if the proxy
-  // answered with an error before the deadline.
+  // answered with an error before the deadline. DATA_LOSS is final: the proxy
+  // quarantined an agent that broke the protocol.
   Status st;
   do {
     st = Check(deadline);
-    if (st.ok() || st.code() == Code::kDeadlineExceeded || !client_->connected()) break;
+    if (st.ok() || st.code() == Code::kDeadlineExceeded || st.code() == Code::kDataLoss ||
+        !client_->connected()) {
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   } while (!deadline.expired());
   return st.WithContext("agent did not become ready");

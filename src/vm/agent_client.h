@@ -28,7 +28,8 @@ class AgentClient {
   static Result<std::unique_ptr<AgentClient>> Connect(const std::string& url, Duration call_timeout,
                                                       const Deadline& deadline);
 
-  // Health.Check until the agent answers SERVING or the deadline passes.
+  // Health.Check until the agent answers SERVING or the deadline passes; stops
+  // early on DATA_LOSS (the proxy quarantined an agent that broke the protocol).
   Status WaitReady(const Deadline& deadline);
   Status Check(const Deadline& deadline);
   Result<std::string> Version();
