@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <future>
+#include <ostream>
 #include <thread>
 
 #include "common/census.h"
@@ -27,6 +28,9 @@ struct Case {
   std::string stage;
   std::string victim;  // "qemu" or "proxy"
 };
+
+// For gtest's test listing (otherwise it prints the struct's bytes).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.victim << " killed at " << c.stage; }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   std::string s = info.param.stage + "_" + info.param.victim;
