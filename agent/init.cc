@@ -8,9 +8,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -20,7 +23,8 @@
 namespace vmf::agent {
 namespace {
 
-void MountOne(const char* source, const char* target, const char* fstype, unsigned long flags, const char* data) {
+void MountOne(const char* source, const char* target, const char* fstype, unsigned long flags,
+              const char* data) {
   if (::mkdir(target, 0755) != 0 && errno != EEXIST) {
     Log("mkdir %s: %s", target, std::strerror(errno));
   }
@@ -128,19 +132,31 @@ void InitGuest(bool pid1) {
   }
 }
 
-std::string PortNameFromCmdline(std::string_view cmdline, std::string_view default_name) {
-  constexpr std::string_view kKey = "vmf.port=";
-  std::string result(default_name);
-  size_t i = 0;
-  while (i < cmdline.size()) {
-    while (i < cmdline.size() && (cmdline[i] == ' ' || cmdline[i] == '\n' || cmdline[i] == '\t')) ++i;
-    size_t j = i;
-    while (j < cmdline.size() && cmdline[j] != ' ' && cmdline[j] != '\n' && cmdline[j] != '\t') ++j;
+std::string ReadCmdline() {
+  std::ifstream f("/proc/cmdline");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string CmdlineValue(std::string_view cmdline, std::string_view key) {
+  constexpr std::string_view kSpace = " \n\t";
+  std::string result;
+  size_t i = cmdline.find_first_not_of(kSpace);
+  while (i != std::string_view::npos) {
+    size_t j = std::min(cmdline.find_first_of(kSpace, i), cmdline.size());
     std::string_view word = cmdline.substr(i, j - i);
-    if (word.substr(0, kKey.size()) == kKey && word.size() > kKey.size()) result = word.substr(kKey.size());
-    i = j;
+    if (word.size() > key.size() && word.substr(0, key.size()) == key && word[key.size()] == '=') {
+      result = word.substr(key.size() + 1);
+    }
+    i = cmdline.find_first_not_of(kSpace, j);
   }
   return result;
+}
+
+std::string PortNameFromCmdline(std::string_view cmdline, std::string_view default_name) {
+  std::string name = CmdlineValue(cmdline, "vmf.port");
+  return name.empty() ? std::string(default_name) : name;
 }
 
 Result<std::string> FindPortDevice(const std::string& ports_dir, const std::string& name) {
@@ -161,8 +177,8 @@ Result<std::string> FindPortDevice(const std::string& ports_dir, const std::stri
   return found;
 }
 
-Result<UniqueFd> OpenAgentPort(const std::string& ports_dir, const std::string& dev_dir, const std::string& name,
-                               std::chrono::milliseconds timeout) {
+Result<UniqueFd> OpenAgentPort(const std::string& ports_dir, const std::string& dev_dir,
+                               const std::string& name, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   Status last = NotFound("no virtio port named " + name);
   while (true) {

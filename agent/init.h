@@ -36,6 +36,13 @@ int LoadModules(const std::string& list_file, const std::string& root);
 // Everything above, in order, plus PATH and umask. Mounts only when pid1.
 void InitGuest(bool pid1);
 
+// The kernel command line (/proc/cmdline), "" if unreadable.
+std::string ReadCmdline();
+
+// The value of the last KEY=VALUE word of a kernel command line, or "" when
+// there is none (or it is empty).
+std::string CmdlineValue(std::string_view cmdline, std::string_view key);
+
 // The value of "vmf.port=NAME" in a kernel command line, else default_name.
 std::string PortNameFromCmdline(std::string_view cmdline, std::string_view default_name = kDefaultPortName);
 
@@ -45,8 +52,8 @@ Result<std::string> FindPortDevice(const std::string& ports_dir, const std::stri
 
 // Waits (polling every 10 ms, up to timeout) for the port named name to
 // appear and opens <dev_dir>/<device> once, O_RDWR | O_NONBLOCK | O_CLOEXEC.
-Result<UniqueFd> OpenAgentPort(const std::string& ports_dir, const std::string& dev_dir, const std::string& name,
-                               std::chrono::milliseconds timeout);
+Result<UniqueFd> OpenAgentPort(const std::string& ports_dir, const std::string& dev_dir,
+                               const std::string& name, std::chrono::milliseconds timeout);
 
 // Seconds since boot (CLOCK_BOOTTIME), for log lines.
 double SecondsSinceBoot();

@@ -6,23 +6,10 @@
 
 #include <chrono>
 #include <exception>
-#include <fstream>
-#include <sstream>
 
 #include "init.h"
 #include "log.h"
 #include "server.h"
-
-namespace {
-
-std::string ReadCmdline() {
-  std::ifstream f("/proc/cmdline");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 int main() {
   using namespace vmf::agent;

@@ -25,8 +25,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,30 +41,6 @@ namespace {
 
 using ttrpc::DecodeEvent;
 using ttrpc::EncodeFrame;
-
-std::string ReadCmdline() {
-  std::ifstream f("/proc/cmdline");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// The value of KEY=VALUE among the words of a kernel command line, or "".
-std::string CmdlineValue(std::string_view cmdline, std::string_view key) {
-  std::string result;
-  size_t i = 0;
-  while (i < cmdline.size()) {
-    while (i < cmdline.size() && (cmdline[i] == ' ' || cmdline[i] == '\n' || cmdline[i] == '\t')) ++i;
-    size_t j = i;
-    while (j < cmdline.size() && cmdline[j] != ' ' && cmdline[j] != '\n' && cmdline[j] != '\t') ++j;
-    std::string_view word = cmdline.substr(i, j - i);
-    if (word.size() > key.size() && word.substr(0, key.size()) == key && word[key.size()] == '=') {
-      result = word.substr(key.size() + 1);
-    }
-    i = j;
-  }
-  return result;
-}
 
 // Deterministic junk (xorshift64), so that every run sends the same bytes.
 std::string Junk(size_t n, uint64_t* state) {
