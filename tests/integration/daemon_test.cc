@@ -1,8 +1,8 @@
 // `vmfactory serve` as another process uses it: the pool fills and refills,
 // VMs are handed over and usable, dead pool VMs are replaced, orphaned VMs
 // are stopped, SIGTERM leaves nothing, metrics parse.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <thread>
@@ -38,7 +39,6 @@ std::pair<int, std::string> Cli(const std::string& runtime, const std::vector<st
   UniqueFd r(p[0]), w(p[1]);
   std::vector<std::string> argv = {Bin()};
   argv.insert(argv.end(), args.begin(), args.end());
-  ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
   SpawnOptions o;
   o.stdout_fd = w.get();
   UniqueFd err;
@@ -46,8 +46,18 @@ std::pair<int, std::string> Cli(const std::string& runtime, const std::vector<st
     err = UniqueFd(::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     o.stderr_fd = err.get();
   }
-  auto child = ChildProcess::Spawn(argv, o);
-  ::unsetenv("VMF_RUNTIME_DIR");
+  Result<ChildProcess> child = [&] {
+    // The child takes the runtime dir from its environment. Tests start
+    // clients from several threads at once: without the lock, one thread's
+    // unsetenv lands before another's spawn, and that client looks for the
+    // daemon in the wrong place.
+    static std::mutex env_mu;
+    std::lock_guard lock(env_mu);
+    ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
+    auto c = ChildProcess::Spawn(argv, o);
+    ::unsetenv("VMF_RUNTIME_DIR");
+    return c;
+  }();
   if (!child.ok()) return {-1, ""};
   w.reset();
   std::string out;
@@ -75,10 +85,17 @@ class DaemonTest : public ::testing::Test {
     fs::remove_all(runtime_, ec);
   }
   void Start(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {Bin(), "--template-path", SharedTemplate().root, "serve", "--cache", "2",
-                                     "--metrics", "127.0.0.1:" + std::to_string(port_)};
+    std::vector<std::string> argv = {Bin(),
+                                     "--template-path",
+                                     SharedTemplate().root,
+                                     "serve",
+                                     "--cache",
+                                     "2",
+                                     "--metrics",
+                                     "127.0.0.1:" + std::to_string(port_)};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    log_ = UniqueFd(::open((runtime_ + "/serve.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    log_ =
+        UniqueFd(::open((runtime_ + "/serve.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
     SpawnOptions o;
     o.stderr_fd = log_.get();
     ::setenv("VMF_RUNTIME_DIR", runtime_.c_str(), 1);
@@ -90,7 +107,8 @@ class DaemonTest : public ::testing::Test {
   void Stop() {
     daemon_.Signal(SIGTERM);
     auto st = daemon_.Wait(Deadline(std::chrono::seconds(60)));
-    EXPECT_TRUE(st.ok() && WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << "daemon did not exit cleanly: " << Log();
+    EXPECT_TRUE(st.ok() && WIFEXITED(*st) && WEXITSTATUS(*st) == 0)
+        << "daemon did not exit cleanly: " << Log();
     daemon_.Stop();
   }
   std::string Log() { return TailOfFile(runtime_ + "/serve.log", 4000); }
@@ -146,15 +164,19 @@ TEST_F(DaemonTest, SixClientsAtOnceGetDistinctVms) {
   WaitReady(2);
   std::vector<std::future<std::pair<int, std::string>>> runs;
   for (int i = 0; i < 6; ++i) {
-    runs.push_back(std::async(std::launch::async, [this] { return Cli(runtime_, {"run", "--", "hostname"}); }));
+    runs.push_back(std::async(std::launch::async, [this] {
+      return Cli(runtime_, {"run", "--", "hostname"});
+    }));
   }
   std::set<std::string> names;
+  std::string all;
   for (auto& f : runs) {
     auto [rc, out] = f.get();
-    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(rc, 0) << out;
     names.insert(out);
+    all += "[" + out + "]";
   }
-  EXPECT_EQ(names.size(), 6u);
+  EXPECT_EQ(names.size(), 6u) << all << Log();
   WaitReady(2);
 }
 
@@ -298,7 +320,8 @@ TEST_P(HandedOutKillTest, ClientGetsAnErrorAndNothingIsLeft) {
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
   auto r = exec.get();
   EXPECT_FALSE(r.ok()) << "a command in a VM whose " << GetParam() << " was killed cannot succeed";
-  EXPECT_LT(Clock::now() - killed_at, std::chrono::seconds(10)) << "the error comes at once, not at a timeout";
+  EXPECT_LT(Clock::now() - killed_at, std::chrono::seconds(10))
+      << "the error comes at once, not at a timeout";
   if (!r.ok()) {
     EXPECT_TRUE(r.status().code() == Code::kUnavailable || r.status().code() == Code::kCancelled ||
                 r.status().code() == Code::kDataLoss)
@@ -404,7 +427,8 @@ TEST_F(DaemonTest, SocketRecordsAndPoolDirsArePrivate) {
 
 TEST_F(DaemonTest, SecondDaemonRefusesAndStaleSocketIsTakenOver) {
   WaitReady(2);
-  auto [rc, out] = Cli(runtime_, {"--template-path", SharedTemplate().root, "serve", "--cache", "0", "--metrics", ""});
+  auto [rc, out] =
+      Cli(runtime_, {"--template-path", SharedTemplate().root, "serve", "--cache", "0", "--metrics", ""});
   EXPECT_NE(rc, 0) << "a second daemon on the same socket must refuse";
   Stop();
   // A stale socket file (no daemon behind it) is taken over.
@@ -422,7 +446,8 @@ TEST_F(DaemonTest, MetricsParseAndMove) {
   auto before = http.Get("/metrics");
   ASSERT_TRUE(before) << "metrics endpoint down";
   EXPECT_EQ(before->status, 200);
-  const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+0-9.eEInf]+$)");
+  const std::regex sample(
+      R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+0-9.eEInf]+$)");
   std::istringstream lines(before->body);
   std::string line;
   int samples = 0;
@@ -437,7 +462,8 @@ TEST_F(DaemonTest, MetricsParseAndMove) {
   EXPECT_EQ(rc, 0);
   auto after = http.Get("/metrics");
   ASSERT_TRUE(after);
-  EXPECT_NE(after->body.find("vmfactory_getvm_seconds_count{source=\"cache\"} 1"), std::string::npos) << after->body;
+  EXPECT_NE(after->body.find("vmfactory_getvm_seconds_count{source=\"cache\"} 1"), std::string::npos)
+      << after->body;
 }
 
 TEST(DaemonConfigTest, ConfigErrorsNameTheKey) {
