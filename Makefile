@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test unit integration format tidy clean
+.PHONY: all deps build demo test unit integration test-asan test-tsan format tidy clean
 
 all: build
 
@@ -28,6 +28,29 @@ unit: build
 
 integration: build
 	cd $(BUILD) && ctest -j$(JOBS) -L integration --output-on-failure
+
+# Sanitizer variants, each in a build dir of its own (see README, Testing).
+# test-asan: every test under ASan + LSan + UBSan. test-tsan: the unit tests
+# and the integration tests of the daemon, pool, templates and proxy traffic
+# under TSan. Any report fails the run.
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+TSAN_TESTS ?= ^unit\.|^integration\.(Daemon|DaemonConfig|Template|BadTemplate|Exec)Test\.
+
+test-asan: deps
+	./scripts/test-sanitized.sh address $(ASAN_BUILD) $(JOBS)
+
+test-tsan: deps
+	./scripts/test-sanitized.sh thread $(TSAN_BUILD) $(JOBS) '$(TSAN_TESTS)'
+
+# Fuzzing (fuzz/README.md): builds the libFuzzer targets with clang in
+# $(FUZZ_BUILD) and runs each for FUZZ_SECONDS; fails on any crash, hang or leak.
+.PHONY: fuzz
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 300
+
+fuzz:
+	JOBS=$(JOBS) ./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
