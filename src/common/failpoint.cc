@@ -1,6 +1,7 @@
 #include "common/failpoint.h"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -86,7 +87,12 @@ Status InstallFromSpec(const std::string& spec) {
       }
       if (roll >= r.probability) continue;
       pid_t pid = r.qemu ? t.qemu_pid : t.proxy_pid;
-      if (pid > 0) ::kill(pid, SIGKILL);
+      if (pid <= 0) continue;
+      // Logged so that whoever reads the errors (the soak run) can tell an
+      // injected death from a real one.
+      spdlog::warn("fail point {}: SIGKILL of {} (pid {}) of VM {}", point, r.qemu ? "QEMU" : "the proxy",
+                   pid, t.vm_id);
+      ::kill(pid, SIGKILL);
     }
   });
   return OkStatus();

@@ -1,6 +1,7 @@
 #include "daemon/daemon.h"
 
 #include <fcntl.h>
+#include <httplib.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -10,7 +11,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <httplib.h>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -56,9 +56,14 @@ struct HandedOutVm {
 };
 
 json HandleToJson(const VMHandle& h) {
-  return {{"id", h.id},           {"runtime_dir", h.runtime_dir}, {"qmp_socket", h.qmp_socket},
-          {"proxy_url", h.proxy_url}, {"qemu_pid", h.qemu_pid},   {"proxy_pid", h.proxy_pid},
-          {"cpus", h.cpus},       {"memory_mib", h.memory_mib}};
+  return {{"id", h.id},
+          {"runtime_dir", h.runtime_dir},
+          {"qmp_socket", h.qmp_socket},
+          {"proxy_url", h.proxy_url},
+          {"qemu_pid", h.qemu_pid},
+          {"proxy_pid", h.proxy_pid},
+          {"cpus", h.cpus},
+          {"memory_mib", h.memory_mib}};
 }
 
 class Daemon {
@@ -147,6 +152,12 @@ class Daemon {
       http_->stop();
       if (http_thread_.joinable()) http_thread_.join();
     }
+    // Handed-out VMs outlive us (their owners stop them), but one that has
+    // already exited is our zombie child until we reap it: do, rather than
+    // leave it to init.
+    int status;
+    while (::waitpid(-1, &status, WNOHANG) > 0) {
+    }
     ::unlink(lock_path.c_str());
     return st;
   }
@@ -154,7 +165,8 @@ class Daemon {
  private:
   Status StartMetrics() {
     auto colon = opts_.metrics_address.rfind(':');
-    if (colon == std::string::npos) return InvalidArgument("metrics.address: '" + opts_.metrics_address + "' is not host:port");
+    if (colon == std::string::npos)
+      return InvalidArgument("metrics.address: '" + opts_.metrics_address + "' is not host:port");
     std::string host = opts_.metrics_address.substr(0, colon);
     int port = std::atoi(opts_.metrics_address.c_str() + colon + 1);
     http_ = std::make_unique<httplib::Server>();
@@ -173,32 +185,35 @@ class Daemon {
     server_.Register(kFactoryService, "GetVM", [this](const std::string& payload, const ttrpc::Peer& peer) {
       return GetVM(payload, peer);
     });
-    server_.Register(kFactoryService, "Status", [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
-      return StatusProto().SerializeAsString();
-    });
-    server_.Register(kFactoryService, "Config", [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
-      vmfactory::v1::ConfigResponse c;
-      c.set_cpus(opts_.vm.hypervisor.vcpus);
-      c.set_memory_mib(opts_.vm.hypervisor.memory_mib);
-      c.set_kernel(opts_.vm.hypervisor.kernel);
-      c.set_initrd(opts_.vm.hypervisor.initrd);
-      c.set_cache_target(opts_.cache_number);
-      c.set_template_enabled(opts_.use_template);
-      c.set_template_path(opts_.template_path);
-      return c.SerializeAsString();
-    });
-    server_.Register(kFactoryService, "Quit", [this](const std::string&, const ttrpc::Peer& peer) -> Result<std::string> {
-      spdlog::info("quit requested by pid {}", peer.pid);
-      // Reply first; stop a moment later from another thread.
-      std::lock_guard<std::mutex> l(mu_);
-      if (!quit_thread_.joinable()) {
-        quit_thread_ = std::thread([this] {
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-          stop_->Cancel();
-        });
-      }
-      return vmfactory::v1::Empty().SerializeAsString();
-    });
+    server_.Register(kFactoryService, "Status",
+                     [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
+                       return StatusProto().SerializeAsString();
+                     });
+    server_.Register(kFactoryService, "Config",
+                     [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
+                       vmfactory::v1::ConfigResponse c;
+                       c.set_cpus(opts_.vm.hypervisor.vcpus);
+                       c.set_memory_mib(opts_.vm.hypervisor.memory_mib);
+                       c.set_kernel(opts_.vm.hypervisor.kernel);
+                       c.set_initrd(opts_.vm.hypervisor.initrd);
+                       c.set_cache_target(opts_.cache_number);
+                       c.set_template_enabled(opts_.use_template);
+                       c.set_template_path(opts_.template_path);
+                       return c.SerializeAsString();
+                     });
+    server_.Register(kFactoryService, "Quit",
+                     [this](const std::string&, const ttrpc::Peer& peer) -> Result<std::string> {
+                       spdlog::info("quit requested by pid {}", peer.pid);
+                       // Reply first; stop a moment later from another thread.
+                       std::lock_guard<std::mutex> l(mu_);
+                       if (!quit_thread_.joinable()) {
+                         quit_thread_ = std::thread([this] {
+                           std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                           stop_->Cancel();
+                         });
+                       }
+                       return vmfactory::v1::Empty().SerializeAsString();
+                     });
   }
 
   Result<std::string> GetVM(const std::string& payload, const ttrpc::Peer& peer) {
@@ -324,7 +339,8 @@ class Daemon {
       StopProcessesMentioning(dir, std::chrono::milliseconds(200));
       std::error_code rm_ec;
       fs::remove_all(dir, rm_ec);
-      spdlog::warn("stopped VM {} left by an earlier daemon{}", id, rm_ec ? " (" + rm_ec.message() + ")" : "");
+      spdlog::warn("stopped VM {} left by an earlier daemon{}", id,
+                   rm_ec ? " (" + rm_ec.message() + ")" : "");
     }
   }
 
@@ -362,7 +378,8 @@ class Daemon {
       metrics_.SetHandedOut(static_cast<int>(handed_.size()));
       l.unlock();
       for (auto& rec : orphaned) {
-        spdlog::warn("owner pid {} of VM {} exited without stopping it; stopping it", rec.owner, rec.handle.id);
+        spdlog::warn("owner pid {} of VM {} exited without stopping it; stopping it", rec.owner,
+                     rec.handle.id);
         StopHandedOut(rec.handle);
       }
       for (auto& rec : done) {
