@@ -26,7 +26,8 @@ void PrintStep(const std::string& name, Duration d) {
 void Pump(AgentClient* agent, bool stderr_stream, int out_fd, std::atomic<bool>* first_output,
           Clock::time_point* first_at) {
   for (;;) {
-    auto data = stderr_stream ? agent->ReadStderr(kExecId, kForever()) : agent->ReadStdout(kExecId, kForever());
+    auto data =
+        stderr_stream ? agent->ReadStderr(kExecId, kForever()) : agent->ReadStdout(kExecId, kForever());
     if (!data.ok() || data->empty()) return;
     if (!first_output->exchange(true)) *first_at = Clock::now();
     (void)WriteAll(out_fd, *data, kForever());
@@ -60,13 +61,16 @@ void ForwardStdin(AgentClient* agent, const std::atomic<bool>* stop) {
 Result<std::unique_ptr<VM>> AcquireVM(const RunOptions& opts, StepTimes* steps, CancelToken* cancel) {
   if (!opts.cold) {
     // 1. A running daemon's pool.
-    std::string sock = opts.daemon_socket.empty() ? DefaultDaemonSocket(DefaultRuntimeDir()) : opts.daemon_socket;
+    std::string sock =
+        opts.daemon_socket.empty() ? DefaultDaemonSocket(DefaultRuntimeDir()) : opts.daemon_socket;
     if (auto daemon = DaemonClient::Connect(sock); daemon.ok()) {
       StepTimer timer(steps);
-      VMF_ASSIGN_OR_RETURN(auto handed, (*daemon)->GetVM(opts.config.hypervisor.vcpus, opts.config.hypervisor.memory_mib,
-                                                         Deadline(opts.config.agent.boot_timeout)));
+      VMF_ASSIGN_OR_RETURN(auto handed,
+                           (*daemon)->GetVM(opts.config.hypervisor.vcpus, opts.config.hypervisor.memory_mib,
+                                            Deadline(opts.config.agent.boot_timeout)));
       timer.Done("daemon GetVM (" + handed.source() + ")");
-      if (opts.verbose) std::fprintf(stderr, "vmfactory: source: daemon at %s, %s\n", sock.c_str(), handed.source().c_str());
+      if (opts.verbose)
+        std::fprintf(stderr, "vmfactory: source: daemon at %s, %s\n", sock.c_str(), handed.source().c_str());
       VMF_ASSIGN_OR_RETURN(auto vm, VM::Attach(HandleFromProto(handed), opts.config));
       vm->KillOnCancel(cancel);
       timer.Done("attach");
@@ -76,16 +80,18 @@ Result<std::unique_ptr<VM>> AcquireVM(const RunOptions& opts, StepTimes* steps, 
     //    than a silent cold boot, so that it gets fixed.
     auto t = NewTemplateFactory(opts.config, opts.template_root);
     if (t.ok()) {
-      if (opts.verbose) std::fprintf(stderr, "vmfactory: source: template at %s\n", opts.template_root.c_str());
+      if (opts.verbose)
+        std::fprintf(stderr, "vmfactory: source: template at %s\n", opts.template_root.c_str());
       return (*t)->GetVM(opts.config, steps, cancel);
     }
     if (t.status().code() != Code::kNotFound || t.status().message().rfind("no template", 0) != 0) {
-      return t.status().WithContext("the template is not usable (recreate it with `vmfactory init --force`, or use --cold)");
+      return t.status().WithContext(
+          "the template is not usable (recreate it with `vmfactory init --force`, or use --cold)");
     }
   }
   // 3. A cold boot.
   if (opts.verbose) std::fprintf(stderr, "vmfactory: source: cold boot\n");
-  return VM::Create(opts.config, steps, cancel);
+  return NewDirectFactory(opts.config)->GetVM(opts.config, steps, cancel);
 }
 
 int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_seen) {

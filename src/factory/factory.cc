@@ -11,7 +11,13 @@ class DirectFactory : public Factory {
  public:
   explicit DirectFactory(VMConfig base) : base_(std::move(base)) {}
   Result<std::unique_ptr<VM>> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
-    return VM::Create(request, times, cancel);
+    VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(request, times, cancel));
+    // A fresh boot has its own randomness and reads the clock itself; like
+    // every VM a factory hands out, it is named after its id.
+    StepTimer timer(times);
+    VMF_RETURN_IF_ERROR(vm->Diagnose(vm->agent().SetHostname(vm->id())).WithContext("set hostname"));
+    timer.Done("hostname");
+    return vm;
   }
   const VMConfig& Config() const override { return base_; }
   nlohmann::json Status() override { return {{"source", "direct"}}; }
@@ -23,7 +29,8 @@ class DirectFactory : public Factory {
 
 class TemplateFactory : public Factory {
  public:
-  TemplateFactory(VMConfig base, std::string root) : base_(std::move(base)), root_(std::move(root)), direct_(base_) {}
+  TemplateFactory(VMConfig base, std::string root)
+      : base_(std::move(base)), root_(std::move(root)), direct_(base_) {}
 
   Result<std::unique_ptr<VM>> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
     // Re-read the template every time: it may have been destroyed or
@@ -59,7 +66,9 @@ class TemplateFactory : public Factory {
 
 }  // namespace
 
-std::unique_ptr<Factory> NewDirectFactory(VMConfig base) { return std::make_unique<DirectFactory>(std::move(base)); }
+std::unique_ptr<Factory> NewDirectFactory(VMConfig base) {
+  return std::make_unique<DirectFactory>(std::move(base));
+}
 
 Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root) {
   VMF_RETURN_IF_ERROR(LoadTemplate(root).status());
@@ -73,8 +82,8 @@ Status PrepareForHandOut(VM& vm) {
   return OkStatus();
 }
 
-Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
-                                              CancelToken* cancel) {
+Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,
+                                              StepTimes* times, CancelToken* cancel) {
   VMConfig config = CloneConfig(t, request);
   // QEMU with -incoming and the proxy; the clone is not running yet.
   VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config, times, cancel));

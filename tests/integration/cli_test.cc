@@ -1,12 +1,12 @@
 // The vmfactory CLI as a user runs it.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <unistd.h>
-
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <thread>
 
 #include "common/io.h"
@@ -142,9 +142,11 @@ TEST(CliTest, InitStatusRunFromTemplateDestroy) {
   EXPECT_EQ(r.out.size(), 37u) << r.out;
   EXPECT_NE(r.err.find("restore + resume"), std::string::npos) << "served by a clone: " << r.err;
 
-  r = RunCli({"--template-path", root, "run", "-v", "--cold", "--", "true"});
+  r = RunCli({"--template-path", root, "run", "-v", "--cold", "--", "hostname"});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.err.find("restore + resume"), std::string::npos) << "--cold boots cold: " << r.err;
+  EXPECT_TRUE(std::regex_match(r.out, std::regex("[0-9a-f]{32}\n")))
+      << "a cold VM is named after its id too: " << r.out;
 
   r = RunCli({"--template-path", root, "init", "--force"});
   EXPECT_EQ(r.status, 0) << r.err;
