@@ -275,10 +275,9 @@ class Soak {
     const std::string& msg = st.message();
     std::string log = TailOfFile(work_.path() + "/daemon.log", 1 << 20);
     for (auto it = std::sregex_iterator(msg.begin(), msg.end(), kPid); it != std::sregex_iterator(); ++it) {
-      std::string pid = (*it)[1].str();
-      if (log.find("SIGKILL of QEMU (pid " + pid + ")") != std::string::npos ||
-          log.find("SIGKILL of the proxy (pid " + pid + ")") != std::string::npos) {
-        return true;
+      pid_t pid = static_cast<pid_t>(std::stol((*it)[1].str()));
+      for (bool qemu : {true, false}) {
+        if (log.find(failpoint::DescribeKill(qemu, pid)) != std::string::npos) return true;
       }
     }
     return false;

@@ -42,6 +42,10 @@ void Hit(std::string_view point, const Target& target) {
   if (hook) (*hook)(point, target);
 }
 
+std::string DescribeKill(bool qemu, pid_t pid) {
+  return std::string("SIGKILL of ") + (qemu ? "QEMU" : "the proxy") + " (pid " + std::to_string(pid) + ")";
+}
+
 Status InstallFromSpec(const std::string& spec) {
   std::vector<Rule> rules;
   std::stringstream ss(spec);
@@ -88,10 +92,7 @@ Status InstallFromSpec(const std::string& spec) {
       if (roll >= r.probability) continue;
       pid_t pid = r.qemu ? t.qemu_pid : t.proxy_pid;
       if (pid <= 0) continue;
-      // Logged so that whoever reads the errors (the soak run) can tell an
-      // injected death from a real one.
-      spdlog::warn("fail point {}: SIGKILL of {} (pid {}) of VM {}", point, r.qemu ? "QEMU" : "the proxy",
-                   pid, t.vm_id);
+      spdlog::warn("fail point {}: {} of VM {}", point, DescribeKill(r.qemu, pid), t.vm_id);
       ::kill(pid, SIGKILL);
     }
   });

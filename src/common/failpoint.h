@@ -46,6 +46,11 @@ void SetHook(Hook hook);
 // Calls the hook, if any.
 void Hit(std::string_view point, const Target& target);
 
+// "SIGKILL of QEMU (pid N)" / "SIGKILL of the proxy (pid N)": how the
+// VMF_FAILPOINTS hook logs each kill, so that a reader of the log (the soak
+// run) can tell an injected death from a real one.
+std::string DescribeKill(bool qemu, pid_t pid);
+
 // Parses a VMF_FAILPOINTS value and installs a hook for it. Errors name the
 // bad entry. An empty spec removes the hook.
 Status InstallFromSpec(const std::string& spec);

@@ -7,15 +7,19 @@
 namespace vmf {
 namespace {
 
+// Every VM a factory hands out is named after its id.
+Status NameAfterId(VM& vm) {
+  return vm.Diagnose(vm.agent().SetHostname(vm.id())).WithContext("set hostname");
+}
+
 class DirectFactory : public Factory {
  public:
   explicit DirectFactory(VMConfig base) : base_(std::move(base)) {}
   Result<std::unique_ptr<VM>> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
     VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(request, times, cancel));
-    // A fresh boot has its own randomness and reads the clock itself; like
-    // every VM a factory hands out, it is named after its id.
+    // A fresh boot has its own randomness and reads the clock itself.
     StepTimer timer(times);
-    VMF_RETURN_IF_ERROR(vm->Diagnose(vm->agent().SetHostname(vm->id())).WithContext("set hostname"));
+    VMF_RETURN_IF_ERROR(NameAfterId(*vm));
     timer.Done("hostname");
     return vm;
   }
@@ -78,8 +82,7 @@ Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::st
 Status PrepareForHandOut(VM& vm) {
   VMF_RETURN_IF_ERROR(vm.ReseedRNG().WithContext("reseed"));
   VMF_RETURN_IF_ERROR(vm.SyncClock().WithContext("set clock"));
-  VMF_RETURN_IF_ERROR(vm.Diagnose(vm.agent().SetHostname(vm.id())).WithContext("set hostname"));
-  return OkStatus();
+  return NameAfterId(vm);
 }
 
 Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,

@@ -32,6 +32,20 @@ std::string Bin() { return std::string(VMF_DEFAULT_BIN_DIR) + "/vmfactory"; }
 
 // Runs the CLI with the daemon's runtime dir; returns (status, stdout).
 // Its stderr goes to err_file if given.
+// Spawns argv with VMF_RUNTIME_DIR=runtime in its environment. Tests start
+// clients from several threads at once: without the lock, one thread's
+// unsetenv lands before another's spawn, and that child looks for the
+// daemon in the wrong place.
+Result<ChildProcess> SpawnWithRuntimeDir(const std::vector<std::string>& argv, const SpawnOptions& o,
+                                         const std::string& runtime) {
+  static std::mutex env_mu;
+  std::lock_guard lock(env_mu);
+  ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
+  auto child = ChildProcess::Spawn(argv, o);
+  ::unsetenv("VMF_RUNTIME_DIR");
+  return child;
+}
+
 std::pair<int, std::string> Cli(const std::string& runtime, const std::vector<std::string>& args,
                                 const std::string& err_file = "") {
   int p[2];
@@ -46,18 +60,7 @@ std::pair<int, std::string> Cli(const std::string& runtime, const std::vector<st
     err = UniqueFd(::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     o.stderr_fd = err.get();
   }
-  Result<ChildProcess> child = [&] {
-    // The child takes the runtime dir from its environment. Tests start
-    // clients from several threads at once: without the lock, one thread's
-    // unsetenv lands before another's spawn, and that client looks for the
-    // daemon in the wrong place.
-    static std::mutex env_mu;
-    std::lock_guard lock(env_mu);
-    ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
-    auto c = ChildProcess::Spawn(argv, o);
-    ::unsetenv("VMF_RUNTIME_DIR");
-    return c;
-  }();
+  auto child = SpawnWithRuntimeDir(argv, o, runtime);
   if (!child.ok()) return {-1, ""};
   w.reset();
   std::string out;
@@ -98,9 +101,7 @@ class DaemonTest : public ::testing::Test {
         UniqueFd(::open((runtime_ + "/serve.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
     SpawnOptions o;
     o.stderr_fd = log_.get();
-    ::setenv("VMF_RUNTIME_DIR", runtime_.c_str(), 1);
-    auto d = ChildProcess::Spawn(argv, o);
-    ::unsetenv("VMF_RUNTIME_DIR");
+    auto d = SpawnWithRuntimeDir(argv, o, runtime_);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     daemon_ = std::move(*d);
   }
