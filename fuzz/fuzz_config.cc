@@ -25,8 +25,8 @@ void CheckConfig(const Config& c) {
   FUZZ_CHECK(h.max_vcpus >= h.vcpus && h.max_vcpus <= 240);
   FUZZ_CHECK(h.memory_mib >= 64 && h.memory_mib <= (1u << 20));
   FUZZ_CHECK(h.max_memory_mib >= h.memory_mib && h.max_memory_mib <= (1u << 20));
-  FUZZ_CHECK(h.memory_slots <= 256);
-  FUZZ_CHECK(h.machine == "q35" || h.machine == "pc");
+  FUZZ_CHECK(h.qemu.memory_slots <= 256);
+  FUZZ_CHECK(h.qemu.machine == "q35" || h.qemu.machine == "pc");
   FUZZ_CHECK(h.kernel_params.find_first_of(std::string("\r\n\0", 3)) == std::string::npos);
   FUZZ_CHECK(c.vm.agent.boot_timeout.count() > 0 && c.vm.agent.call_timeout.count() > 0);
   FUZZ_CHECK(c.factory.vm_cache_number >= 0 && c.factory.vm_cache_number <= 64);

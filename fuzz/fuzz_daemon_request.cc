@@ -37,10 +37,10 @@ using namespace vmf;  // vt:: is vmf::ttrpc, ::ttrpc:: the protos
 const VMConfig& Base() {
   static const VMConfig base = [] {
     VMConfig c;
-    c.hypervisor.qemu_path = "/bin/sh";
+    c.hypervisor.qemu.path = "/bin/sh";
     c.hypervisor.kernel = "/proc/self/exe";
     c.hypervisor.initrd = "/proc/self/exe";
-    c.hypervisor.accel = Accel::kTcg;
+    c.hypervisor.qemu.accel = Accel::kTcg;
     c.proxy.path = "/bin/sh";
     c.runtime_dir = "/nonexistent/vmfactory-fuzz";
     return c;
@@ -56,7 +56,7 @@ void CheckDecoded(const Result<VMConfig>& r) {
   const HypervisorConfig& h = r->hypervisor;
   FUZZ_CHECK(h.vcpus >= 1 && h.vcpus <= h.max_vcpus && h.max_vcpus <= 240);
   FUZZ_CHECK(h.memory_mib >= 64 && h.memory_mib <= h.max_memory_mib && h.max_memory_mib <= (1u << 20));
-  FUZZ_CHECK(h.kernel == Base().hypervisor.kernel && h.qemu_path == Base().hypervisor.qemu_path);
+  FUZZ_CHECK(h.kernel == Base().hypervisor.kernel && h.qemu.path == Base().hypervisor.qemu.path);
 }
 
 vt::Server& Api() {

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "qmp/qmp_client.h"
+#include "hypervisor/qemu/qmp_client.h"
 
 namespace {
 

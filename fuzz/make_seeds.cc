@@ -113,9 +113,9 @@ void TtrpcFrameSeeds() {
   details.set_support_mem_hotplug_probe(true);
   vmfactory::v1::VM vm;
   vm.set_id("a1b2c3");
-  vm.set_qmp_socket("/run/vmfactory/vm/a1b2c3/qmp.sock");
+  vm.set_control_endpoint("/run/vmfactory/vm/a1b2c3/qmp.sock");
   vm.set_proxy_url("unix:///run/vmfactory/vm/a1b2c3/proxy.sock");
-  vm.set_qemu_pid(4242);
+  vm.set_vmm_pid(4242);
   vm.set_proxy_pid(4243);
   vm.set_cpus(2);
   vm.set_memory_mib(512);

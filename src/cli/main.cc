@@ -7,9 +7,9 @@
 #include <ctime>
 #include <thread>
 
-#include "cli/bench.h"
+#include "bench/bench.h"
 #include "cli/run.h"
-#include "cli/soak.h"
+#include "soak/soak.h"
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "config/config_file.h"
@@ -98,9 +98,9 @@ int PrintStatus(const std::string& root) {
   }
   std::printf("template: %s\n", t->generation.c_str());
   std::printf("  kernel:   %s\n  initrd:   %s\n", t->hypervisor.kernel.c_str(), t->hypervisor.initrd.c_str());
-  std::printf("  machine:  %s, %u vCPUs (max %u), %u MiB (max %u, %u slots)\n", t->hypervisor.machine.c_str(),
+  std::printf("  machine:  %s, %u vCPUs (max %u), %u MiB (max %u, %u slots)\n", t->hypervisor.qemu.machine.c_str(),
               t->hypervisor.vcpus, t->hypervisor.max_vcpus, t->hypervisor.memory_mib,
-              t->hypervisor.max_memory_mib, t->hypervisor.memory_slots);
+              t->hypervisor.max_memory_mib, t->hypervisor.qemu.memory_slots);
   std::printf("  size:     %.1f MiB memory + %.1f KiB device state\n", t->memory_bytes / 1048576.0,
               t->state_bytes / 1024.0);
   std::printf("  age:      %s (format version %d)\n", Age(t->created_unix).c_str(), t->format_version);
@@ -125,7 +125,7 @@ int PrintDaemonStatus(const std::string& socket) {
     std::printf("daemon: not running (%s)\n", socket.c_str());
     return 0;
   }
-  auto s = (*client)->Status();
+  auto s = (*client)->GetStatus();
   if (!s.ok()) return Fail(s.status());
   std::printf("daemon: pid %d on %s, base %s\n", s->daemon_pid(), socket.c_str(), s->base_source().c_str());
   std::printf("  pool: %d ready of %d, %d booting, %llu failed", s->ready_size(), s->target(), s->booting(),
@@ -137,10 +137,10 @@ int PrintDaemonStatus(const std::string& socket) {
                 static_cast<long long>(s->retry_in_ms()));
   }
   for (const auto& r : s->ready()) {
-    std::printf("  ready      %s qemu pid %d proxy pid %d\n", r.id().c_str(), r.qemu_pid(), r.proxy_pid());
+    std::printf("  ready      %s qemu pid %d proxy pid %d\n", r.id().c_str(), r.vmm_pid(), r.proxy_pid());
   }
   for (const auto& h : s->handed_out()) {
-    std::printf("  handed out %s qemu pid %d proxy pid %d owner pid %d\n", h.id().c_str(), h.qemu_pid(),
+    std::printf("  handed out %s qemu pid %d proxy pid %d owner pid %d\n", h.id().c_str(), h.vmm_pid(),
                 h.proxy_pid(), h.owner_pid());
   }
   return 0;

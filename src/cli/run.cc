@@ -71,7 +71,7 @@ Result<std::unique_ptr<VM>> AcquireVM(const RunOptions& opts, StepTimes* steps, 
       timer.Done("daemon GetVM (" + handed.source() + ")");
       if (opts.verbose)
         std::fprintf(stderr, "vmfactory: source: daemon at %s, %s\n", sock.c_str(), handed.source().c_str());
-      VMF_ASSIGN_OR_RETURN(auto vm, VM::Attach(HandleFromProto(handed), opts.config));
+      VMF_ASSIGN_OR_RETURN(auto vm, VM::Attach(VMHandle::FromProto(handed), opts.config));
       vm->KillOnCancel(cancel);
       timer.Done("attach");
       return vm;
@@ -82,16 +82,19 @@ Result<std::unique_ptr<VM>> AcquireVM(const RunOptions& opts, StepTimes* steps, 
     if (t.ok()) {
       if (opts.verbose)
         std::fprintf(stderr, "vmfactory: source: template at %s\n", opts.template_root.c_str());
-      return (*t)->GetVM(opts.config, steps, cancel);
+      VMF_ASSIGN_OR_RETURN(Acquired got, (*t)->GetVM(opts.config, steps, cancel));
+      return std::move(got.vm);
     }
-    if (t.status().code() != Code::kNotFound || t.status().message().rfind("no template", 0) != 0) {
+    // NOT_FOUND is "no template here"; anything else is a broken one.
+    if (t.status().code() != Code::kNotFound) {
       return t.status().WithContext(
           "the template is not usable (recreate it with `vmfactory init --force`, or use --cold)");
     }
   }
   // 3. A cold boot.
   if (opts.verbose) std::fprintf(stderr, "vmfactory: source: cold boot\n");
-  return NewDirectFactory(opts.config)->GetVM(opts.config, steps, cancel);
+  VMF_ASSIGN_OR_RETURN(Acquired got, NewDirectFactory(opts.config)->GetVM(opts.config, steps, cancel));
+  return std::move(got.vm);
 }
 
 int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_seen) {
@@ -136,14 +139,14 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
   auto waited = vm->agent().WaitProcess(kExecId, deadline);
   bool timed_out = !waited.ok() && waited.status().code() == Code::kDeadlineExceeded;
   // Before anything is killed on purpose: which process died, if one did.
-  const Status lost = waited.ok() ? OkStatus() : vm->Diagnose(waited.status());
+  const Status lost = waited.ok() ? OkStatus() : vm->WithCauses(waited.status());
   if (!waited.ok()) cancel->Cancel();  // kills QEMU: the pumps see the channel close
   stop_stdin = true;
   out.join();
   err.join();
   in.join();
   auto done_at = Clock::now();
-  (void)vm->Stop();
+  vm->Stop();
 
   if (opts.verbose) {
     if (first_output) {

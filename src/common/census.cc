@@ -9,42 +9,21 @@
 
 #include "common/io.h"
 #include "common/process.h"
+#include "common/procfs.h"
 
 namespace vmf {
 namespace fs = std::filesystem;
 
 namespace {
 
-// argv of a process as a list, empty if gone or a zombie.
-std::vector<std::string> Argv(const fs::path& proc_dir) {
-  auto raw = ReadFile(proc_dir / "cmdline", 1 << 20);
-  std::vector<std::string> argv;
-  if (!raw.ok()) return argv;
-  std::string cur;
-  for (char c : *raw) {
-    if (c == '\0') {
-      argv.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  if (!cur.empty()) argv.push_back(cur);
-  return argv;
-}
-
 template <typename Fn>
 void ForEachOwnProcess(Fn fn) {
-  std::error_code ec;
   const uid_t me = ::geteuid();
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    struct stat st {};
-    if (::stat(e.path().c_str(), &st) != 0 || st.st_uid != me) continue;
-    auto argv = Argv(e.path());
+  for (const ProcEntry& p : ListProcesses()) {
+    if (p.uid != me) continue;
+    auto argv = ProcessArgv(p.pid);
     if (argv.empty()) continue;
-    fn(static_cast<pid_t>(std::stol(name)), argv);
+    fn(p.pid, argv);
   }
 }
 
@@ -86,7 +65,7 @@ bool ProcessMentions(pid_t pid, const std::string& needle) {
   fs::path dir = "/proc/" + std::to_string(pid);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || st.st_uid != ::geteuid()) return false;
-  return Mentions(Argv(dir), needle);
+  return Mentions(ProcessArgv(pid), needle);
 }
 
 void StopProcessesMentioning(const std::string& needle, std::chrono::milliseconds grace) {

@@ -90,7 +90,7 @@ Status InstallFromSpec(const std::string& spec) {
         roll = std::uniform_real_distribution<double>(0.0, 1.0)(rng->second);
       }
       if (roll >= r.probability) continue;
-      pid_t pid = r.qemu ? t.qemu_pid : t.proxy_pid;
+      pid_t pid = r.qemu ? t.vmm_pid : t.proxy_pid;
       if (pid <= 0) continue;
       spdlog::warn("fail point {}: {} of VM {}", point, DescribeKill(r.qemu, pid), t.vm_id);
       ::kill(pid, SIGKILL);

@@ -4,7 +4,7 @@
 // load and does nothing.
 //
 //   failpoint::SetHook([](std::string_view point, const failpoint::Target& t) {
-//     if (point == failpoint::kVmHotplug) ::kill(t.qemu_pid, SIGKILL);
+//     if (point == failpoint::kVmHotplug) ::kill(t.vmm_pid, SIGKILL);
 //   });
 //
 // Points (each fired just before the step it names):
@@ -35,7 +35,7 @@ inline constexpr std::string_view kTemplateSave = "template.save";
 
 struct Target {
   std::string_view vm_id;
-  pid_t qemu_pid = -1;
+  pid_t vmm_pid = -1;
   pid_t proxy_pid = -1;
 };
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/fd.h"
+#include "common/procfs.h"
 
 namespace vmf {
 namespace {
@@ -154,24 +155,33 @@ void ChildProcess::Stop(Duration grace) {
 pid_t ChildProcess::Release() { return std::exchange(pid_, -1); }
 
 bool ProcessAlive(pid_t pid) {
-  if (pid <= 0) return false;
-  char path[64];
-  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "re");
-  if (!f) return false;
-  char buf[512];
-  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  // "pid (comm) S ...": the state follows the last ')'.
-  const char* close = std::strrchr(buf, ')');
-  return close && close[1] == ' ' && close[2] != 'Z' && close[2] != 'X';
+  auto st = ReadProcStat(pid);
+  return st && st->state != 'Z' && st->state != 'X';
 }
 
 std::string DescribeWaitStatus(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
   return "wait status " + std::to_string(status);
+}
+
+std::string FindProgram(const std::string& name) {
+  if (name.empty()) return "";
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find(':', start);
+    if (end == std::string::npos) end = p.size();
+    std::string dir = p.substr(start, end - start);
+    if (!dir.empty()) {
+      std::string cand = dir + "/" + name;
+      if (::access(cand.c_str(), X_OK) == 0) return cand;
+    }
+    start = end + 1;
+  }
+  return "";
 }
 
 }  // namespace vmf

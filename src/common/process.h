@@ -68,6 +68,10 @@ class ChildProcess {
 // Whether pid names a live (not zombie) process.
 bool ProcessAlive(pid_t pid);
 
+// Resolves a program name through PATH (a name with a '/' is checked as
+// it is); empty if not found or not executable.
+std::string FindProgram(const std::string& name);
+
 // Human-readable form of a wait status: "exit code 3", "killed by signal 9".
 std::string DescribeWaitStatus(int status);
 

@@ -288,7 +288,7 @@ class Loader {
                      Error(n.source(), key, "must be an absolute path or a program name, got " + Quote(*s));
                      return;
                    }
-                   h.qemu_path = *s;
+                   h.qemu.path = *s;
                  }},
                 {"kernel",
                  [&](const toml::node& n, const std::string& key) {
@@ -306,7 +306,7 @@ class Loader {
                      Error(n.source(), key, "must be \"q35\" or \"pc\", got " + Quote(*s));
                      return;
                    }
-                   h.machine = *s;
+                   h.qemu.machine = *s;
                  }},
                 {"kernel_params",
                  [&](const toml::node& n, const std::string& key) {
@@ -336,7 +336,7 @@ class Loader {
                  }},
                 {"memory_slots",
                  [&](const toml::node& n, const std::string& key) {
-                   if (auto v = Int(n, key, 0, kMaxMemorySlots)) h.memory_slots = static_cast<uint32_t>(*v);
+                   if (auto v = Int(n, key, 0, kMaxMemorySlots)) h.qemu.memory_slots = static_cast<uint32_t>(*v);
                  }},
                 {"default_maxmemory",
                  [&](const toml::node& n, const std::string& key) {
@@ -350,11 +350,11 @@ class Loader {
                    auto s = Str(n, key);
                    if (!s) return;
                    if (*s == "auto") {
-                     h.accel = Accel::kAuto;
+                     h.qemu.accel = Accel::kAuto;
                    } else if (*s == "kvm") {
-                     h.accel = Accel::kKvm;
+                     h.qemu.accel = Accel::kKvm;
                    } else if (*s == "tcg") {
-                     h.accel = Accel::kTcg;
+                     h.qemu.accel = Accel::kTcg;
                    } else {
                      Error(n.source(), key, "must be \"auto\", \"kvm\" or \"tcg\", got " + Quote(*s));
                    }

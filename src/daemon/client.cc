@@ -20,36 +20,23 @@ Result<vmfactory::v1::VM> DaemonClient::GetVM(uint32_t cpus, uint32_t memory_mib
   return vm;
 }
 
-Result<vmfactory::v1::StatusResponse> DaemonClient::Status() {
+Result<vmfactory::v1::StatusResponse> DaemonClient::GetStatus() {
   vmfactory::v1::Empty req;
   vmfactory::v1::StatusResponse resp;
   VMF_RETURN_IF_ERROR(client_->Call(kFactoryService, "Status", req, &resp, Deadline(std::chrono::seconds(10))));
   return resp;
 }
 
-Result<vmfactory::v1::ConfigResponse> DaemonClient::Config() {
+Result<vmfactory::v1::ConfigResponse> DaemonClient::GetConfig() {
   vmfactory::v1::Empty req;
   vmfactory::v1::ConfigResponse resp;
   VMF_RETURN_IF_ERROR(client_->Call(kFactoryService, "Config", req, &resp, Deadline(std::chrono::seconds(10))));
   return resp;
 }
 
-vmf::Status DaemonClient::Quit() {
+Status DaemonClient::Quit() {
   vmfactory::v1::Empty req, resp;
   return client_->Call(kFactoryService, "Quit", req, &resp, Deadline(std::chrono::seconds(30)));
-}
-
-VMHandle HandleFromProto(const vmfactory::v1::VM& vm) {
-  VMHandle h;
-  h.id = vm.id();
-  h.runtime_dir = vm.runtime_dir();
-  h.qmp_socket = vm.qmp_socket();
-  h.proxy_url = vm.proxy_url();
-  h.qemu_pid = vm.qemu_pid();
-  h.proxy_pid = vm.proxy_pid();
-  h.cpus = vm.cpus();
-  h.memory_mib = vm.memory_mib();
-  return h;
 }
 
 }  // namespace vmf

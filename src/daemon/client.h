@@ -23,15 +23,13 @@ class DaemonClient {
   static Result<std::unique_ptr<DaemonClient>> Connect(const std::string& socket_path);
 
   Result<vmfactory::v1::VM> GetVM(uint32_t cpus, uint32_t memory_mib, const Deadline& deadline);
-  Result<vmfactory::v1::StatusResponse> Status();
-  Result<vmfactory::v1::ConfigResponse> Config();
-  vmf::Status Quit();
+  Result<vmfactory::v1::StatusResponse> GetStatus();
+  Result<vmfactory::v1::ConfigResponse> GetConfig();
+  Status Quit();
 
  private:
   explicit DaemonClient(std::unique_ptr<ttrpc::Client> c) : client_(std::move(c)) {}
   std::unique_ptr<ttrpc::Client> client_;
 };
-
-VMHandle HandleFromProto(const vmfactory::v1::VM& vm);
 
 }  // namespace vmf

@@ -18,6 +18,8 @@
 #include "common/census.h"
 #include "common/io.h"
 #include "common/process.h"
+#include "common/procfs.h"
+#include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "daemon/client.h"
 #include "daemon/metrics.h"
@@ -33,19 +35,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// The start time of a process (clock ticks since boot), which tells a
-// process from a later one that reuses its pid. 0 if it is gone.
+// The start time of a process, which tells a process from a later one that
+// reuses its pid. 0 if it is gone.
 uint64_t StartTime(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(s.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i) {
-    if (i == 22) return std::stoull(field);
-  }
-  return 0;
+  auto st = ReadProcStat(pid);
+  return st ? st->start_time : 0;
 }
 
 struct HandedOutVm {
@@ -54,17 +48,6 @@ struct HandedOutVm {
   uint64_t owner_start = 0;
   UniqueFd owner_pidfd;  // readable once the owner has exited
 };
-
-json HandleToJson(const VMHandle& h) {
-  return {{"id", h.id},
-          {"runtime_dir", h.runtime_dir},
-          {"qmp_socket", h.qmp_socket},
-          {"proxy_url", h.proxy_url},
-          {"qemu_pid", h.qemu_pid},
-          {"proxy_pid", h.proxy_pid},
-          {"cpus", h.cpus},
-          {"memory_mib", h.memory_mib}};
-}
 
 class Daemon {
  public:
@@ -101,26 +84,20 @@ class Daemon {
 
     // 3. The base source and the pool.
     std::unique_ptr<Factory> base;
-    std::string base_source = "direct";
     if (opts_.use_template) {
-      auto t = NewTemplateFactory(vm_config_, opts_.template_path);
+      auto t = NewTemplateFactory(vm_config_, opts_.template_path, opts_.deps);
       if (t.ok()) {
         base = std::move(*t);
-        base_source = "template";
       } else {
         spdlog::info("no usable template ({}); the pool cold-boots", t.status().ToString());
       }
     }
-    if (!base) base = NewDirectFactory(vm_config_);
-    base_source_ = base_source;
+    if (!base) base = NewDirectFactory(vm_config_, opts_.deps);
     if (opts_.cache_number > 0) {
       CacheOptions co;
       co.target = opts_.cache_number;
       co.parallelism = opts_.parallelism;
-      co.base_source = base_source;
-      auto cache = std::make_unique<VMCache>(std::move(base), co, &metrics_);
-      cache_ = cache.get();
-      factory_ = std::move(cache);
+      factory_ = std::make_unique<VMCache>(std::move(base), co, &metrics_);
     } else {
       factory_ = std::move(base);
     }
@@ -130,11 +107,14 @@ class Daemon {
 
     // 5. The API.
     RegisterApi();
-    watcher_ = std::thread([this] { WatchHandedOut(); });
-    int handle = stop_->OnCancel([this] { server_.Shutdown(); });
-    spdlog::info("serving on {} (pool of {}, base: {})", opts_.socket_path, opts_.cache_number, base_source);
-    Status st = server_.Serve(std::move(listen_fd));
-    stop_->Remove(handle);
+    watcher_ = std::jthread([this] { WatchHandedOut(); });
+    Status st;
+    {
+      ScopedCancelAction shutdown(stop_, [this] { server_.Shutdown(); });
+      spdlog::info("serving on {} (pool of {}, base: {})", opts_.socket_path, opts_.cache_number,
+                   SourceName(factory_->State().base));
+      st = server_.Serve(std::move(listen_fd));
+    }
 
     // 6. On the way out: stop serving, stop the pool, remove the socket.
     spdlog::info("shutting down");
@@ -176,7 +156,7 @@ class Daemon {
     if (!http_->bind_to_port(host, port)) {
       return Unavailable("metrics.address: cannot listen on " + opts_.metrics_address);
     }
-    http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+    http_thread_ = std::jthread([this] { http_->listen_after_bind(); });
     spdlog::info("metrics on http://{}/metrics", opts_.metrics_address);
     return OkStatus();
   }
@@ -207,7 +187,7 @@ class Daemon {
                        // Reply first; stop a moment later from another thread.
                        std::lock_guard<std::mutex> l(mu_);
                        if (!quit_thread_.joinable()) {
-                         quit_thread_ = std::thread([this] {
+                         quit_thread_ = std::jthread([this] {
                            std::this_thread::sleep_for(std::chrono::milliseconds(50));
                            stop_->Cancel();
                          });
@@ -221,27 +201,19 @@ class Daemon {
     if (peer.pid <= 0) return FailedPrecondition("cannot tell which process asks (no SO_PEERCRED)");
 
     auto start = Clock::now();
-    VMF_ASSIGN_OR_RETURN(auto vm, factory_->GetVM(request, nullptr, stop_));
-    bool hit = cache_ && VMCache::LastWasHit();
-    std::string source = hit ? "cache" : base_source_;
-    if (!cache_) metrics_.ObserveGetVM(source, std::chrono::duration<double>(Clock::now() - start).count());
+    VMF_ASSIGN_OR_RETURN(Acquired got, factory_->GetVM(request, nullptr, stop_));
+    metrics_.ObserveGetVM(got.source, std::chrono::duration<double>(Clock::now() - start).count());
+    const std::string source(SourceName(got.source));
 
     // Record the owner before letting go, so that the VM is never unowned.
     HandedOutVm rec;
     rec.owner = peer.pid;
     rec.owner_start = StartTime(peer.pid);
     rec.owner_pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
-    rec.handle = vm->Release();
+    rec.handle = got.vm->Release();
     SaveRecord(rec);
     vmfactory::v1::VM out;
-    out.set_id(rec.handle.id);
-    out.set_qmp_socket(rec.handle.qmp_socket);
-    out.set_proxy_url(rec.handle.proxy_url);
-    out.set_qemu_pid(rec.handle.qemu_pid);
-    out.set_proxy_pid(rec.handle.proxy_pid);
-    out.set_cpus(rec.handle.cpus);
-    out.set_memory_mib(rec.handle.memory_mib);
-    out.set_runtime_dir(rec.handle.runtime_dir);
+    rec.handle.ToProto(&out);
     out.set_source(source);
     spdlog::info("VM {} handed to pid {} (from {})", rec.handle.id, peer.pid, source);
     {
@@ -255,14 +227,15 @@ class Daemon {
   vmfactory::v1::StatusResponse StatusProto() {
     vmfactory::v1::StatusResponse s;
     s.set_daemon_pid(::getpid());
-    s.set_base_source(base_source_);
+    const FactoryState state = factory_->State();
+    s.set_base_source(std::string(SourceName(state.base)));
     s.set_target(opts_.cache_number);
-    if (cache_) {
-      CacheStatus cs = cache_->Snapshot();
+    if (state.pool) {
+      const PoolState& cs = *state.pool;
       for (const auto& h : cs.ready) {
         auto* e = s.add_ready();
         e->set_id(h.id);
-        e->set_qemu_pid(h.qemu_pid);
+        e->set_vmm_pid(h.vmm_pid);
         e->set_proxy_pid(h.proxy_pid);
       }
       s.set_booting(cs.booting);
@@ -275,7 +248,7 @@ class Daemon {
     for (const auto& [id, rec] : handed_) {
       auto* h = s.add_handed_out();
       h->set_id(id);
-      h->set_qemu_pid(rec.handle.qemu_pid);
+      h->set_vmm_pid(rec.handle.vmm_pid);
       h->set_proxy_pid(rec.handle.proxy_pid);
       h->set_owner_pid(rec.owner);
     }
@@ -287,7 +260,7 @@ class Daemon {
   std::string RecordPath(const std::string& id) const { return records_dir_ + "/handed-" + id + ".json"; }
 
   void SaveRecord(const HandedOutVm& rec) {
-    json j = {{"vm", HandleToJson(rec.handle)}, {"owner_pid", rec.owner}, {"owner_start", rec.owner_start}};
+    json j = {{"vm", rec.handle.ToJson()}, {"owner_pid", rec.owner}, {"owner_start", rec.owner_start}};
     Status st = WriteFileAtomic(RecordPath(rec.handle.id), j.dump() + "\n", 0600);
     if (!st.ok()) spdlog::warn("cannot record handed-out VM {}: {}", rec.handle.id, st.ToString());
   }
@@ -300,19 +273,19 @@ class Daemon {
       auto text = ReadFile(e.path(), 64 * 1024);
       json j = text.ok() ? json::parse(*text, nullptr, false) : json();
       HandedOutVm rec;
-      try {
-        const json& v = j.at("vm");
-        rec.handle.id = v.at("id").get<std::string>();
-        rec.handle.runtime_dir = v.at("runtime_dir").get<std::string>();
-        rec.handle.qmp_socket = v.at("qmp_socket").get<std::string>();
-        rec.handle.proxy_url = v.at("proxy_url").get<std::string>();
-        rec.handle.qemu_pid = v.at("qemu_pid").get<pid_t>();
-        rec.handle.proxy_pid = v.at("proxy_pid").get<pid_t>();
-        rec.handle.cpus = v.at("cpus").get<uint32_t>();
-        rec.handle.memory_mib = v.at("memory_mib").get<uint32_t>();
-        rec.owner = j.at("owner_pid").get<pid_t>();
-        rec.owner_start = j.at("owner_start").get<uint64_t>();
-      } catch (const json::exception&) {
+      auto handle = j.is_object() && j.contains("vm") ? VMHandle::FromJson(j["vm"], e.path().string())
+                                                       : Result<VMHandle>(DataLoss("no vm"));
+      bool ok = handle.ok();
+      if (ok) {
+        rec.handle = std::move(*handle);
+        try {
+          rec.owner = j.at("owner_pid").get<pid_t>();
+          rec.owner_start = j.at("owner_start").get<uint64_t>();
+        } catch (const json::exception&) {
+          ok = false;
+        }
+      }
+      if (!ok) {
         spdlog::warn("ignoring unreadable record {}", e.path().string());
         fs::remove(e.path(), ec);
         continue;
@@ -362,9 +335,9 @@ class Daemon {
         HandedOutVm& rec = it->second;
         // Our children (VMs this instance made) are reaped here.
         int status;
-        ::waitpid(rec.handle.qemu_pid, &status, WNOHANG);
+        ::waitpid(rec.handle.vmm_pid, &status, WNOHANG);
         ::waitpid(rec.handle.proxy_pid, &status, WNOHANG);
-        if (!ProcessAlive(rec.handle.qemu_pid)) {
+        if (!ProcessAlive(rec.handle.vmm_pid)) {
           done.push_back(std::move(rec));
           it = handed_.erase(it);
         } else if (OwnerGone(rec)) {
@@ -400,9 +373,9 @@ class Daemon {
   }
 
   void StopHandedOut(const VMHandle& h) {
-    auto vm = VM::Attach(h, vm_config_);
+    auto vm = VM::Attach(h, vm_config_, opts_.deps);
     if (vm.ok()) {
-      (void)(*vm)->Stop();
+      (*vm)->Stop();
     } else {
       // Attach stops what it adopted when it fails; make sure of the rest.
       // By what its processes are, never by a recorded pid that may now
@@ -420,20 +393,18 @@ class Daemon {
   CancelToken* stop_;
   std::string records_dir_;
   VMConfig vm_config_;  // opts_.vm with the pool's runtime dir
-  std::string base_source_;
   UniqueFd lock_;
   Metrics metrics_;
   std::unique_ptr<Factory> factory_;
-  VMCache* cache_ = nullptr;
   ttrpc::Server server_;
   std::unique_ptr<httplib::Server> http_;
-  std::thread http_thread_;
+  std::jthread http_thread_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool quitting_ = false;
   std::map<std::string, HandedOutVm> handed_;
-  std::thread watcher_;
-  std::thread quit_thread_;
+  std::jthread watcher_;
+  std::jthread quit_thread_;
 };
 
 }  // namespace

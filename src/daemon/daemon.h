@@ -12,6 +12,7 @@
 #include "common/cancel.h"
 #include "common/status.h"
 #include "vm/config.h"
+#include "vm/vm.h"
 
 namespace vmf {
 
@@ -24,6 +25,7 @@ struct DaemonOptions {
   std::string template_path;
   std::string metrics_address;  // "host:port" for Prometheus text; "" off
   Duration owner_check_interval = std::chrono::milliseconds(200);
+  VmDeps deps;  // what VMs are made with (unit tests: fakes)
 };
 
 // Serves until `stop` is cancelled (SIGTERM/SIGINT) or a client calls Quit.

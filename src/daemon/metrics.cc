@@ -13,19 +13,14 @@ std::string Num(double v) {
 }
 }  // namespace
 
-void Metrics::BootSucceeded(const std::string& source) {
+void Metrics::Refilled(VmSource source, const Status& status) {
   std::lock_guard<std::mutex> l(mu_);
-  boots_[source]++;
+  (status.ok() ? boots_ : failures_)[std::string(SourceName(source))]++;
 }
 
-void Metrics::BootFailed(const std::string& source) {
+void Metrics::ObserveGetVM(VmSource source, double seconds) {
   std::lock_guard<std::mutex> l(mu_);
-  failures_[source]++;
-}
-
-void Metrics::ObserveGetVM(const std::string& source, double seconds) {
-  std::lock_guard<std::mutex> l(mu_);
-  Histogram& h = getvm_[source];
+  Histogram& h = getvm_[std::string(SourceName(source))];
   if (h.buckets.empty()) h.buckets.assign(kBounds.size(), 0);
   for (size_t i = 0; i < kBounds.size(); ++i) {
     if (seconds <= kBounds[i]) h.buckets[i]++;
@@ -34,7 +29,7 @@ void Metrics::ObserveGetVM(const std::string& source, double seconds) {
   h.sum += seconds;
 }
 
-void Metrics::SetPool(int ready, int target) {
+void Metrics::PoolSize(int ready, int target) {
   std::lock_guard<std::mutex> l(mu_);
   ready_ = ready;
   target_ = target;
@@ -45,7 +40,7 @@ void Metrics::SetHandedOut(int n) {
   handed_out_ = n;
 }
 
-void Metrics::PooledVmReplaced() {
+void Metrics::Replaced() {
   std::lock_guard<std::mutex> l(mu_);
   replaced_++;
 }

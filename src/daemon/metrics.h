@@ -7,18 +7,19 @@
 #include <string>
 #include <vector>
 
+#include "factory/pool_observer.h"
+
 namespace vmf {
 
-class Metrics {
+class Metrics : public PoolObserver {
  public:
-  // source: "template", "direct" (what the pool's base made).
-  void BootSucceeded(const std::string& source);
-  void BootFailed(const std::string& source);
-  // source: "cache" (a pool hit), "template", "direct".
-  void ObserveGetVM(const std::string& source, double seconds);
-  void SetPool(int ready, int target);
+  // PoolObserver: the pool's size, refills by source, replacements.
+  void PoolSize(int ready, int target) override;
+  void Refilled(VmSource source, const Status& status) override;
+  void Replaced() override;
+
+  void ObserveGetVM(VmSource source, double seconds);
   void SetHandedOut(int n);
-  void PooledVmReplaced();
   std::string Render() const;
 
  private:

@@ -2,39 +2,31 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/metrics.h"
+#include "vm/exec.h"
 
 namespace vmf {
 namespace {
-thread_local bool last_was_hit = false;
 
 // Runs one short command in a new pool VM before it is paused. Under TCG a
 // fresh QEMU process translates every guest code path anew; after this the
 // guest's exec path is translated, so the client's first command starts
 // fast. (With KVM it costs a few milliseconds of background work.)
-vmf::Status WarmUp(VM& vm) {
-  ExecSpec spec;
-  spec.exec_id = "vmf-warmup";
-  spec.args = {"true"};
-  Deadline deadline(std::chrono::seconds(30));
-  VMF_RETURN_IF_ERROR(vm.agent().ExecProcess(spec));
-  VMF_RETURN_IF_ERROR(vm.agent().WaitProcess(spec.exec_id, deadline).status());
-  // Read both streams to their end so that the agent forgets the process.
-  VMF_RETURN_IF_ERROR(vm.agent().ReadStdout(spec.exec_id, deadline).status());
-  return vm.agent().ReadStderr(spec.exec_id, deadline).status();
+Status WarmUp(VM& vm) {
+  CollectOptions opts;
+  opts.timeout = std::chrono::seconds(30);
+  return ExecAndCollect(vm.agent(), {"true"}, opts).status();
 }
+
 }  // namespace
 
-VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, Metrics* metrics)
-    : base_(std::move(base)), opts_(std::move(options)), metrics_(metrics) {
-  if (metrics_) metrics_->SetPool(0, opts_.target);
+VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, PoolObserver* observer)
+    : base_(std::move(base)), opts_(std::move(options)), observer_(observer) {
+  ReportSize(0);
   for (int i = 0; i < std::max(1, opts_.parallelism); ++i) workers_.emplace_back([this] { RefillLoop(); });
-  monitor_ = std::thread([this] { MonitorLoop(); });
+  monitor_ = std::jthread([this] { MonitorLoop(); });
 }
 
 VMCache::~VMCache() { Close(); }
-
-bool VMCache::LastWasHit() { return last_was_hit; }
 
 void VMCache::Close() {
   {
@@ -44,7 +36,7 @@ void VMCache::Close() {
   }
   cv_.notify_all();
   cancel_.Cancel();
-  for (auto& t : workers_) t.join();
+  workers_.clear();  // joins
   if (monitor_.joinable()) monitor_.join();
   std::deque<std::unique_ptr<VM>> vms;
   {
@@ -56,26 +48,26 @@ void VMCache::Close() {
 }
 
 bool VMCache::Fits(const VMConfig& request) const {
-  return HypervisorMismatch(base_->Config().hypervisor, request.hypervisor, "the pool").empty();
+  return HypervisorMismatch(base_->Config().hypervisor, request.hypervisor, "the pool").ok();
 }
 
-Result<std::unique_ptr<VM>> VMCache::GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) {
-  last_was_hit = false;
-  auto start = Clock::now();
+Result<Acquired> VMCache::GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) {
   if (Fits(request)) {
     for (;;) {
       std::unique_ptr<VM> vm;
+      int left = 0;
       {
         std::lock_guard<std::mutex> l(mu_);
         if (ready_.empty()) break;
         vm = std::move(ready_.front());
         ready_.pop_front();
-        if (metrics_) metrics_->SetPool(static_cast<int>(ready_.size()), opts_.target);
+        left = static_cast<int>(ready_.size());
       }
       cv_.notify_all();  // a refill can start
+      ReportSize(left);
       StepTimer timer(times);
       // Paused in the pool: resume, then make it unique and current.
-      vmf::Status st = vm->Resume();
+      Status st = vm->Resume();
       if (st.ok()) st = PrepareForHandOut(*vm);
       if (!st.ok()) {
         spdlog::warn("pooled VM {} is unusable ({}); trying the next", vm->id(), st.ToString());
@@ -84,26 +76,19 @@ Result<std::unique_ptr<VM>> VMCache::GetVM(const VMConfig& request, StepTimes* t
       timer.Done("pool hand-out (resume, reseed, clock, hostname)");
       VMF_ASSIGN_OR_RETURN(bool grew, vm->GrowTo(request.hypervisor.vcpus, request.hypervisor.memory_mib));
       if (grew) timer.Done("hotplug");
-      last_was_hit = true;
-      if (metrics_) {
-        metrics_->ObserveGetVM("cache", std::chrono::duration<double>(Clock::now() - start).count());
-      }
-      return vm;
+      return Acquired{std::move(vm), VmSource::kPool};
     }
   }
   // A miss (or a request the pool cannot serve): straight from the base.
-  // A VM whose QEMU or proxy died while it was made (UNAVAILABLE) is worth
-  // one more try; a bad request or a broken template is not.
-  auto vm = base_->GetVM(request, times, cancel);
-  if (!vm.ok() && vm.status().code() == Code::kUnavailable && !(cancel && cancel->cancelled())) {
-    spdlog::warn("making a VM for a pool miss failed ({}); trying once more", vm.status().ToString());
+  // A VM whose VM process or proxy died while it was made (UNAVAILABLE) is
+  // worth one more try; a bad request or a broken template is not.
+  auto got = base_->GetVM(request, times, cancel);
+  if (!got.ok() && got.status().code() == Code::kUnavailable && !(cancel && cancel->cancelled())) {
+    spdlog::warn("making a VM for a pool miss failed ({}); trying once more", got.status().ToString());
     if (times) times->clear();
-    vm = base_->GetVM(request, times, cancel);
+    got = base_->GetVM(request, times, cancel);
   }
-  if (vm.ok() && metrics_) {
-    metrics_->ObserveGetVM(opts_.base_source, std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  return vm;
+  return got;
 }
 
 void VMCache::RefillLoop() {
@@ -120,21 +105,23 @@ void VMCache::RefillLoop() {
     }
     ++booting_;
     l.unlock();
-    auto vm = base_->GetVM(base_->Config(), nullptr, &cancel_);
-    vmf::Status st = vm.ok() ? WarmUp(**vm) : vm.status();
-    if (st.ok()) st = (*vm)->Pause();
+    auto got = base_->GetVM(base_->Config(), nullptr, &cancel_);
+    Status st = got.ok() ? WarmUp(*got->vm) : got.status();
+    if (st.ok()) st = got->vm->Pause();
+    const VmSource source = got.ok() ? got->source : base_->State().base;
+    if (observer_ && !cancel_.cancelled()) observer_->Refilled(source, st);
     l.lock();
     --booting_;
-    if (closing_) break;  // vm (if any) is stopped when it goes out of scope
+    if (closing_) break;  // the VM (if any) is stopped when it goes out of scope
     if (st.ok()) {
-      spdlog::info("pool: VM {} ready (qemu pid {})", (*vm)->id(), (*vm)->qemu_pid());
-      ready_.push_back(std::move(*vm));
+      spdlog::info("pool: VM {} ready (vmm pid {})", got->vm->id(), got->vm->vmm_pid());
+      ready_.push_back(std::move(got->vm));
       consecutive_failures_ = 0;
       retry_at_ = {};
-      if (metrics_) {
-        metrics_->BootSucceeded(opts_.base_source);
-        metrics_->SetPool(static_cast<int>(ready_.size()), opts_.target);
-      }
+      const int size = static_cast<int>(ready_.size());
+      l.unlock();
+      ReportSize(size);
+      l.lock();
     } else {
       ++failures_;
       ++consecutive_failures_;
@@ -144,7 +131,6 @@ void VMCache::RefillLoop() {
       retry_at_ = Clock::now() + backoff;
       spdlog::warn("pool: making a VM failed ({} in a row), retrying in {} ms: {}", consecutive_failures_,
                    backoff.count(), last_error_);
-      if (metrics_) metrics_->BootFailed(opts_.base_source);
     }
     cv_.notify_all();
   }
@@ -158,29 +144,32 @@ void VMCache::MonitorLoop() {
     std::vector<std::unique_ptr<VM>> dead;
     for (auto it = ready_.begin(); it != ready_.end();) {
       if (!(*it)->Healthy()) {
-        spdlog::warn("pool: VM {} died (qemu pid {}, proxy pid {}); replacing it", (*it)->id(), (*it)->qemu_pid(),
+        spdlog::warn("pool: VM {} died (vmm pid {}, proxy pid {}); replacing it", (*it)->id(), (*it)->vmm_pid(),
                      (*it)->proxy_pid());
         dead.push_back(std::move(*it));
         it = ready_.erase(it);
         ++replaced_;
-        if (metrics_) metrics_->PooledVmReplaced();
       } else {
         ++it;
       }
     }
     if (!dead.empty()) {
-      if (metrics_) metrics_->SetPool(static_cast<int>(ready_.size()), opts_.target);
+      const int size = static_cast<int>(ready_.size());
       cv_.notify_all();
       l.unlock();
+      for (size_t i = 0; i < dead.size(); ++i) {
+        if (observer_) observer_->Replaced();
+      }
+      ReportSize(size);
       dead.clear();  // stops the proxy, removes the dir
       l.lock();
     }
   }
 }
 
-CacheStatus VMCache::Snapshot() {
+PoolState VMCache::Pool() const {
   std::lock_guard<std::mutex> l(mu_);
-  CacheStatus s;
+  PoolState s;
   s.target = opts_.target;
   for (const auto& vm : ready_) s.ready.push_back(vm->handle());
   s.booting = booting_;
@@ -192,13 +181,10 @@ CacheStatus VMCache::Snapshot() {
   return s;
 }
 
-nlohmann::json VMCache::Status() {
-  CacheStatus s = Snapshot();
-  nlohmann::json ready = nlohmann::json::array();
-  for (const auto& h : s.ready) ready.push_back({{"id", h.id}, {"qemu_pid", h.qemu_pid}, {"proxy_pid", h.proxy_pid}});
-  return {{"source", "cache"}, {"base", base_->Status()}, {"target", s.target}, {"ready", ready},
-          {"booting", s.booting}, {"failures", s.failures}, {"last_error", s.last_error},
-          {"retry_in_ms", s.retry_in.count()}, {"replaced", s.replaced}};
+FactoryState VMCache::State() const {
+  FactoryState s = base_->State();
+  s.pool = Pool();
+  return s;
 }
 
 }  // namespace vmf

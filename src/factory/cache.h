@@ -2,12 +2,13 @@
 // boots). GetVM hands out a pooled VM in milliseconds and the pool refills
 // in the background.
 //
-// - Refills run on `parallelism` worker threads (these hosts have 2 cores).
+// - Refills run on `parallelism` worker threads.
 // - Pooled VMs are paused, so they cost no CPU; on hand-out a VM is resumed,
 //   reseeded, given the host's clock and its own hostname, as a clone is.
-// - A failing base is retried with exponential backoff (shown in Status());
+// - A failing base is retried with exponential backoff (shown in State());
 //   it never shuts the pool down.
-// - A pooled VM whose QEMU dies is noticed and replaced.
+// - A pooled VM whose VM process or proxy dies is noticed and replaced.
+// - What happens is reported to a PoolObserver, if given.
 #pragma once
 
 #include <condition_variable>
@@ -19,56 +20,45 @@
 #include <vector>
 
 #include "factory/factory.h"
+#include "factory/pool_observer.h"
 
 namespace vmf {
-
-class Metrics;
 
 struct CacheOptions {
   int target = 2;       // VMs kept ready
   int parallelism = 1;  // concurrent refills
-  std::string base_source = "direct";  // for metrics and status: "template" or "direct"
   Duration min_backoff = std::chrono::milliseconds(500);
   Duration max_backoff = std::chrono::seconds(30);
   Duration monitor_interval = std::chrono::milliseconds(300);
 };
 
-struct CacheStatus {
-  int target = 0;
-  std::vector<VMHandle> ready;
-  int booting = 0;
-  uint64_t failures = 0;
-  uint64_t replaced = 0;
-  std::string last_error;
-  Duration retry_in{0};
-};
-
 class VMCache : public Factory {
  public:
-  VMCache(std::unique_ptr<Factory> base, CacheOptions options, Metrics* metrics = nullptr);
+  VMCache(std::unique_ptr<Factory> base, CacheOptions options, PoolObserver* observer = nullptr);
   ~VMCache() override;
 
-  // Source of the VM last handed out by GetVM on this thread: "cache" for a
-  // pool hit, otherwise the base's.
-  Result<std::unique_ptr<VM>> GetVM(const VMConfig& request, StepTimes* times = nullptr,
-                                    CancelToken* cancel = nullptr) override;
+  // A pool hit when a ready VM fits the request (source kPool); otherwise
+  // (a miss, or a request the pool cannot serve) straight from the base.
+  Result<Acquired> GetVM(const VMConfig& request, StepTimes* times = nullptr,
+                         CancelToken* cancel = nullptr) override;
   const VMConfig& Config() const override { return base_->Config(); }
-  nlohmann::json Status() override;
+  FactoryState State() const override;
   void Close() override;
 
-  CacheStatus Snapshot();
-  // True if the last GetVM on this thread was served from the pool.
-  static bool LastWasHit();
+  PoolState Pool() const;
 
  private:
   void RefillLoop();
   void MonitorLoop();
   bool Fits(const VMConfig& request) const;
+  void ReportSize(int ready) {
+    if (observer_) observer_->PoolSize(ready, opts_.target);
+  }
 
   std::unique_ptr<Factory> base_;
   CacheOptions opts_;
-  Metrics* metrics_;
-  std::mutex mu_;
+  PoolObserver* observer_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool closing_ = false;
   std::deque<std::unique_ptr<VM>> ready_;
@@ -79,8 +69,9 @@ class VMCache : public Factory {
   std::string last_error_;
   Clock::time_point retry_at_{};
   CancelToken cancel_;  // aborts refills in progress on Close()
-  std::vector<std::thread> workers_;
-  std::thread monitor_;
+  // Last members: joined (by Close) before anything above goes.
+  std::vector<std::jthread> workers_;
+  std::jthread monitor_;
 };
 
 }  // namespace vmf

@@ -1,82 +1,96 @@
 #include "factory/factory.h"
 
-#include <ctime>
-
-#include "common/log.h"
+#include <spdlog/spdlog.h>
 
 namespace vmf {
 namespace {
 
 // Every VM a factory hands out is named after its id.
-Status NameAfterId(VM& vm) {
-  return vm.Diagnose(vm.agent().SetHostname(vm.id())).WithContext("set hostname");
-}
+Status NameAfterId(VM& vm) { return vm.WithCauses(vm.agent().SetHostname(vm.id())).WithContext("set hostname"); }
 
 class DirectFactory : public Factory {
  public:
-  explicit DirectFactory(VMConfig base) : base_(std::move(base)) {}
-  Result<std::unique_ptr<VM>> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
-    VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(request, times, cancel));
+  DirectFactory(VMConfig base, const VmDeps& deps) : base_(std::move(base)), deps_(deps) {}
+  Result<Acquired> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
+    VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(request, times, cancel, deps_));
     // A fresh boot has its own randomness and reads the clock itself.
     StepTimer timer(times);
     VMF_RETURN_IF_ERROR(NameAfterId(*vm));
     timer.Done("hostname");
-    return vm;
+    return Acquired{std::move(vm), VmSource::kColdBoot};
   }
   const VMConfig& Config() const override { return base_; }
-  nlohmann::json Status() override { return {{"source", "direct"}}; }
+  FactoryState State() const override {
+    FactoryState s;
+    s.base = VmSource::kColdBoot;
+    return s;
+  }
   void Close() override {}
 
  private:
   VMConfig base_;
+  VmDeps deps_;
 };
 
 class TemplateFactory : public Factory {
  public:
-  TemplateFactory(VMConfig base, std::string root)
-      : base_(std::move(base)), root_(std::move(root)), direct_(base_) {}
+  TemplateFactory(VMConfig base, std::string root, const VmDeps& deps)
+      : base_(std::move(base)), root_(std::move(root)), deps_(deps), direct_(base_, deps) {}
 
-  Result<std::unique_ptr<VM>> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
+  Result<Acquired> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
     // Re-read the template every time: it may have been destroyed or
     // replaced, and no clone is attempted from a bad one.
     VMF_ASSIGN_OR_RETURN(TemplateInfo t, LoadTemplate(root_));
-    std::string why = TemplateMismatch(t, request);
-    if (!why.empty()) {
-      spdlog::info("template cannot serve this request ({}); cold boot", why);
+    if (Status why = TemplateMismatch(t, request); !why.ok()) {
+      spdlog::info("template cannot serve this request ({}); cold boot", why.message());
       return direct_.GetVM(request, times, cancel);
     }
-    return CloneFromTemplate(t, request, times, cancel);
+    VMF_ASSIGN_OR_RETURN(auto vm, CloneFromTemplate(t, request, times, cancel, deps_));
+    return Acquired{std::move(vm), VmSource::kTemplate};
   }
   const VMConfig& Config() const override { return base_; }
-  nlohmann::json Status() override {
-    nlohmann::json j = {{"source", "template"}, {"path", root_}};
+  FactoryState State() const override {
+    FactoryState s;
+    s.base = VmSource::kTemplate;
+    s.template_root = root_;
     auto t = LoadTemplate(root_);
     if (t.ok()) {
-      j["generation"] = t->generation;
-      j["vcpus"] = t->hypervisor.vcpus;
-      j["memory_mib"] = t->hypervisor.memory_mib;
+      s.template_generation = t->generation;
     } else {
-      j["error"] = t.status().ToString();
+      s.template_error = t.status().ToString();
     }
-    return j;
+    return s;
   }
   void Close() override {}
 
  private:
   VMConfig base_;
   std::string root_;
+  VmDeps deps_;
   DirectFactory direct_;
 };
 
 }  // namespace
 
-std::unique_ptr<Factory> NewDirectFactory(VMConfig base) {
-  return std::make_unique<DirectFactory>(std::move(base));
+std::string_view SourceName(VmSource source) {
+  switch (source) {
+    case VmSource::kPool:
+      return "cache";
+    case VmSource::kTemplate:
+      return "template";
+    case VmSource::kColdBoot:
+      return "direct";
+  }
+  return "direct";
 }
 
-Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root) {
+std::unique_ptr<Factory> NewDirectFactory(VMConfig base, const VmDeps& deps) {
+  return std::make_unique<DirectFactory>(std::move(base), deps);
+}
+
+Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root, const VmDeps& deps) {
   VMF_RETURN_IF_ERROR(LoadTemplate(root).status());
-  return std::unique_ptr<Factory>(new TemplateFactory(std::move(base), root));
+  return std::unique_ptr<Factory>(new TemplateFactory(std::move(base), root, deps));
 }
 
 Status PrepareForHandOut(VM& vm) {
@@ -85,21 +99,22 @@ Status PrepareForHandOut(VM& vm) {
   return NameAfterId(vm);
 }
 
-Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,
-                                              StepTimes* times, CancelToken* cancel) {
+Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
+                                              CancelToken* cancel, const VmDeps& deps) {
   VMConfig config = CloneConfig(t, request);
-  // QEMU with -incoming and the proxy; the clone is not running yet.
-  VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config, times, cancel));
+  // 1. The VM process waiting for its state, and the proxy; not running yet.
+  VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config, times, cancel, deps));
   StepTimer timer(times);
-  // Load the saved device state (RAM is the template's file, mapped
-  // copy-on-write) and let it run; the agent carries on where it was.
+  // 2. Load the saved device state (RAM is the template's file, mapped
+  //    copy-on-write) and let it run; the agent carries on where it was.
   VMF_RETURN_IF_ERROR(vm->Start());
   timer.Done("restore + resume");
-  VMF_RETURN_IF_ERROR(vm->Diagnose(vm->agent().WaitReady(Deadline(std::chrono::seconds(30)))));
+  VMF_RETURN_IF_ERROR(vm->WithCauses(vm->agent().WaitReady(Deadline(std::chrono::seconds(30)))));
   timer.Done("agent ready");
-  // Siblings must not share randomness, a stale clock or a name.
+  // 3. Siblings must not share randomness, a stale clock or a name.
   VMF_RETURN_IF_ERROR(PrepareForHandOut(*vm));
   timer.Done("reseed, clock, hostname");
+  // 4. Up to the size asked.
   VMF_ASSIGN_OR_RETURN(bool grew, vm->GrowTo(request.hypervisor.vcpus, request.hypervisor.memory_mib));
   if (grew) timer.Done("hotplug");
   return vm;

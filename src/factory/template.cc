@@ -13,6 +13,7 @@
 
 #include "common/failpoint.h"
 #include "common/io.h"
+#include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "vm/vm.h"
 
@@ -33,27 +34,29 @@ bool IsMountPoint(const std::string& dir) {
 }
 
 json HypervisorToJson(const HypervisorConfig& h) {
-  return json{{"kernel", h.kernel},
+  return json{{"backend", h.backend},
+              {"kernel", h.kernel},
               {"initrd", h.initrd},
-              {"machine", h.machine},
+              {"machine", h.qemu.machine},
               {"kernel_params", h.kernel_params},
               {"vcpus", h.vcpus},
               {"max_vcpus", h.max_vcpus},
               {"memory_mib", h.memory_mib},
-              {"memory_slots", h.memory_slots},
+              {"memory_slots", h.qemu.memory_slots},
               {"max_memory_mib", h.max_memory_mib}};
 }
 
 Status HypervisorFromJson(const json& j, const std::string& file, HypervisorConfig* h) {
   try {
+    h->backend = j.value("backend", std::string("qemu"));
     h->kernel = j.at("kernel").get<std::string>();
     h->initrd = j.at("initrd").get<std::string>();
-    h->machine = j.at("machine").get<std::string>();
+    h->qemu.machine = j.at("machine").get<std::string>();
     h->kernel_params = j.at("kernel_params").get<std::string>();
     h->vcpus = j.at("vcpus").get<uint32_t>();
     h->max_vcpus = j.at("max_vcpus").get<uint32_t>();
     h->memory_mib = j.at("memory_mib").get<uint32_t>();
-    h->memory_slots = j.at("memory_slots").get<uint32_t>();
+    h->qemu.memory_slots = j.at("memory_slots").get<uint32_t>();
     h->max_memory_mib = j.at("max_memory_mib").get<uint32_t>();
   } catch (const json::exception& e) {
     return DataLoss(file + ": bad hypervisor section: " + e.what());
@@ -135,17 +138,10 @@ void RemoveOldGenerations(const std::string& root, const std::string& keep) {
   }
 }
 
-}  // namespace
-
-std::string DefaultTemplateRoot(const std::string& runtime_dir) { return runtime_dir + "/template"; }
-
-Result<TemplateInfo> LoadTemplate(const std::string& root) {
-  std::string current = root + "/current";
+// Reads the generation `current` points at; any problem, a missing file
+// among them, is reported as it is (LoadTemplate makes it DATA_LOSS).
+Result<TemplateInfo> LoadGeneration(const std::string& root, const std::string& current) {
   std::error_code ec;
-  if (!fs::exists(root, ec))
-    return NotFound("no template at " + root + " (create one with `vmfactory init`)");
-  if (!fs::is_symlink(current, ec))
-    return NotFound("no template at " + root + ": " + current + " is missing");
   std::string gen_name = fs::read_symlink(current, ec).string();
   if (ec || gen_name.rfind("gen-", 0) != 0 || gen_name.find('/') != std::string::npos) {
     return DataLoss(current + " does not point at a template generation");
@@ -187,12 +183,28 @@ Result<TemplateInfo> LoadTemplate(const std::string& root) {
   return t;
 }
 
+}  // namespace
+
+std::string DefaultTemplateRoot(const std::string& runtime_dir) { return runtime_dir + "/template"; }
+
+Result<TemplateInfo> LoadTemplate(const std::string& root) {
+  std::string current = root + "/current";
+  std::error_code ec;
+  if (!fs::exists(root, ec)) return NotFound("no template at " + root + " (create one with `vmfactory init`)");
+  if (!fs::is_symlink(current, ec)) return NotFound("no template at " + root + ": " + current + " is missing");
+  // There is a template: whatever is wrong with it now is damage, never
+  // "no template" (a file of it that is missing included).
+  auto t = LoadGeneration(root, current);
+  if (!t.ok() && t.status().code() == Code::kNotFound) return DataLoss(t.status().message());
+  return t;
+}
+
 Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& root,
                                     const TemplateOptions& options) {
   auto step = [&](const std::string& s) {
     if (options.progress) options.progress(s);
   };
-  VMF_RETURN_IF_ERROR(base.Validate());
+  VMF_RETURN_IF_ERROR(base.Validate(options.deps.backend));
   if (!options.force) {
     auto existing = LoadTemplate(root);
     if (existing.ok()) {
@@ -209,14 +221,17 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   if ((root_st.st_mode & 07777) != 0700 && ::chmod(root.c_str(), 0700) != 0) {
     return ErrnoStatus(errno, "template root " + root + ": cannot make it private (chmod 0700)");
   }
+  // A tmpfs mounted here is kept only if this init succeeds.
+  ScopedMount tmpfs;
   if (options.mount_tmpfs && ::geteuid() == 0 && !IsMountPoint(root)) {
     uint64_t size_mib = 2ull * base.hypervisor.memory_mib + 64;
     std::string opts = "size=" + std::to_string(size_mib) + "m,mode=0700";
-    if (::mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()) == 0) {
+    auto m = ScopedMount::Mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts);
+    if (m.ok()) {
+      tmpfs = std::move(*m);
       step("mounted a " + std::to_string(size_mib) + " MiB tmpfs at " + root);
     } else {
-      step("could not mount a tmpfs at " + root + " (" + std::strerror(errno) +
-           "); using the directory as is");
+      step("could not mount a tmpfs at " + root + " (" + m.status().message() + "); using the directory as is");
     }
   }
   // The RAM file fills as the guest touches memory; a full filesystem would
@@ -226,26 +241,25 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   std::string gen_name = "gen-" + NewVmId().substr(0, 12);
   VMF_ASSIGN_OR_RETURN(ScopedDir gen, ScopedDir::Create(root + "/" + gen_name, 0700));
   VMConfig config = base;
-  config.hypervisor.boot_to_be_template = true;
-  config.hypervisor.boot_from_template = false;
+  config.hypervisor.boot = BootMode::kTemplateSource;
   config.hypervisor.memory_path = gen.path() + "/memory";
   config.hypervisor.device_state_path = gen.path() + "/state";
 
   // 3. Boot it and wait for the agent.
   step("booting the template VM (" + std::to_string(config.hypervisor.vcpus) + " vCPUs, " +
        std::to_string(config.hypervisor.memory_mib) + " MiB)");
-  VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config));
+  VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config, nullptr, nullptr, options.deps));
   // 4. No host client may be connected when the state is saved.
   failpoint::Hit(failpoint::kTemplateSave,
-                 {.vm_id = vm->id(), .qemu_pid = vm->qemu_pid(), .proxy_pid = vm->proxy_pid()});
+                 {.vm_id = vm->id(), .vmm_pid = vm->vmm_pid(), .proxy_pid = vm->proxy_pid()});
   step("disconnecting the agent and proxy");
-  VMF_RETURN_IF_ERROR(vm->Disconnect());
+  vm->Disconnect();
   step("pausing");
   VMF_RETURN_IF_ERROR(vm->Pause());
   step("saving the device state");
   VMF_RETURN_IF_ERROR(vm->Save());
   step("stopping the template VM");
-  VMF_RETURN_IF_ERROR(vm->Stop());
+  vm->Stop();
 
   // 5. Describe it, then publish it.
   struct stat st {};
@@ -263,6 +277,7 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   step("publishing " + gen.path());
   VMF_RETURN_IF_ERROR(PublishGeneration(root, gen_name));
   gen.Release();
+  tmpfs.Release();
   RemoveOldGenerations(root, gen_name);
   return LoadTemplate(root);
 }
@@ -281,41 +296,41 @@ Status DestroyTemplate(const std::string& root) {
   return OkStatus();
 }
 
-std::string HypervisorMismatch(const HypervisorConfig& a, const HypervisorConfig& b,
-                               const std::string& whose) {
+Status HypervisorMismatch(const HypervisorConfig& a, const HypervisorConfig& b, const std::string& whose) {
   const std::string of = " " + whose + "'s ";
-  if (a.kernel != b.kernel) return "kernel " + b.kernel + " differs from" + of + a.kernel;
-  if (a.initrd != b.initrd) return "initrd " + b.initrd + " differs from" + of + a.initrd;
-  if (a.machine != b.machine) return "machine " + b.machine + " differs from" + of + a.machine;
-  if (a.kernel_params != b.kernel_params)
-    return "kernel parameters differ from" + of.substr(0, of.size() - 1);
-  if (b.vcpus < a.vcpus)
-    return std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus);
+  auto differs = [&](const std::string& what) { return FailedPrecondition(what); };
+  if (a.backend != b.backend) return differs("backend " + b.backend + " differs from" + of + a.backend);
+  if (a.kernel != b.kernel) return differs("kernel " + b.kernel + " differs from" + of + a.kernel);
+  if (a.initrd != b.initrd) return differs("initrd " + b.initrd + " differs from" + of + a.initrd);
+  if (a.qemu.machine != b.qemu.machine) {
+    return differs("machine " + b.qemu.machine + " differs from" + of + a.qemu.machine);
+  }
+  if (a.kernel_params != b.kernel_params) return differs("kernel parameters differ from" + of.substr(0, of.size() - 1));
+  if (b.vcpus < a.vcpus) return differs(std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus));
   if (b.vcpus > a.max_vcpus) {
-    return std::to_string(b.vcpus) + " vCPUs is more than" + of + "hotplug ceiling " +
-           std::to_string(a.max_vcpus);
+    return differs(std::to_string(b.vcpus) + " vCPUs is more than" + of + "hotplug ceiling " +
+                   std::to_string(a.max_vcpus));
   }
   if (b.memory_mib < a.memory_mib) {
-    return std::to_string(b.memory_mib) + " MiB is less than" + of + std::to_string(a.memory_mib);
+    return differs(std::to_string(b.memory_mib) + " MiB is less than" + of + std::to_string(a.memory_mib));
   }
   if (b.memory_mib > a.max_memory_mib) {
-    return std::to_string(b.memory_mib) + " MiB is more than" + of + "hotplug ceiling " +
-           std::to_string(a.max_memory_mib);
+    return differs(std::to_string(b.memory_mib) + " MiB is more than" + of + "hotplug ceiling " +
+                   std::to_string(a.max_memory_mib));
   }
-  return "";
+  return OkStatus();
 }
 
-std::string TemplateMismatch(const TemplateInfo& t, const VMConfig& req) {
+Status TemplateMismatch(const TemplateInfo& t, const VMConfig& req) {
   return HypervisorMismatch(t.hypervisor, req.hypervisor, "the template");
 }
 
 VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request) {
   VMConfig c = request;
   c.hypervisor = t.hypervisor;
-  c.hypervisor.qemu_path = request.hypervisor.qemu_path;
-  c.hypervisor.accel = request.hypervisor.accel;
-  c.hypervisor.boot_from_template = true;
-  c.hypervisor.boot_to_be_template = false;
+  c.hypervisor.qemu.path = request.hypervisor.qemu.path;
+  c.hypervisor.qemu.accel = request.hypervisor.qemu.accel;
+  c.hypervisor.boot = BootMode::kClone;
   c.hypervisor.memory_path = t.memory_path();
   c.hypervisor.device_state_path = t.state_path();
   return c;

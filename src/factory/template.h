@@ -4,7 +4,8 @@
 // Layout of a template root (private, 0700; a tmpfs sized for the RAM when
 // running as root):
 //   ROOT/gen-ID/memory         guest RAM (written by QEMU, mapped shared)
-//   ROOT/gen-ID/state          device state (QEMU migration stream)
+//   ROOT/gen-ID/state          device state (the backend's own format; QEMU:
+//                              a migration stream)
 //   ROOT/gen-ID/template.json  what it was made from, format version, sizes
 //   ROOT/current -> gen-ID     switched atomically once gen-ID is complete
 // A generation becomes visible only when `current` points at it, so a
@@ -17,6 +18,7 @@
 
 #include "common/status.h"
 #include "vm/config.h"
+#include "vm/vm.h"
 
 namespace vmf {
 
@@ -45,29 +47,32 @@ struct TemplateOptions {
   bool force = false;        // replace a valid template
   bool mount_tmpfs = true;   // as root, keep the template in a tmpfs of its own
   Progress progress;         // told each step, if set
+  VmDeps deps;               // what the template VM is made with (tests: fakes)
 };
 
 // Refuses to replace a valid template unless `force`.
 Result<TemplateInfo> CreateTemplate(const VMConfig& config, const std::string& root,
                                     const TemplateOptions& options);
 
-// Reads and checks the current template: every problem (missing, truncated,
-// wrong size, other format version, unreadable) is an error naming the file.
+// Reads and checks the current template. NOT_FOUND means there is none
+// (no root, or no `current` link); every problem with one that exists
+// (a file missing, truncated, of the wrong size, unreadable, not private:
+// DATA_LOSS or PERMISSION_DENIED; another format version:
+// FAILED_PRECONDITION) is an error naming the file.
 Result<TemplateInfo> LoadTemplate(const std::string& root);
 
 // Removes the template root completely, unmounting its tmpfs.
 Status DestroyTemplate(const std::string& root);
 
-// Why a VM made from `base` cannot serve `request` ("" if it can): another
-// kernel, initrd, machine or kernel command line, or a size below base's or
-// above its hotplug ceiling. `whose` names base in the message.
-std::string HypervisorMismatch(const HypervisorConfig& base, const HypervisorConfig& request,
+// OK if a VM made from `base` can serve `request`; otherwise
+// FAILED_PRECONDITION saying why: another backend, kernel, initrd, machine
+// or kernel command line, or a size below base's or above its hotplug
+// ceiling. `whose` names base in the message.
+Status HypervisorMismatch(const HypervisorConfig& base, const HypervisorConfig& request,
                                const std::string& whose);
 
-// Why a clone of `t` cannot serve `request` ("" if it can): a different
-// kernel, initrd, machine or kernel command line, or a size below the
-// template's or above its hotplug ceiling.
-std::string TemplateMismatch(const TemplateInfo& t, const VMConfig& request);
+// HypervisorMismatch against the template's config.
+Status TemplateMismatch(const TemplateInfo& t, const VMConfig& request);
 
 // The config of a clone of `t`, sized as the template (hotplug adds the rest).
 VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request);

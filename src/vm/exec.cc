@@ -32,8 +32,8 @@ Result<CommandResult> ExecAndCollect(AgentClient& agent, const std::vector<std::
       dst->append(*d);
     }
   };
-  std::thread out([&] { pump(false, &r.out, &out_st); });
-  std::thread err([&] { pump(true, &r.err, &err_st); });
+  std::jthread out([&] { pump(false, &r.out, &out_st); });
+  std::jthread err([&] { pump(true, &r.err, &err_st); });
   Status in_st;
   size_t off = 0;
   const std::string& in = options.stdin_data;

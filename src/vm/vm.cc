@@ -11,10 +11,14 @@
 #include <filesystem>
 #include <thread>
 
+#include <algorithm>
+#include <climits>
+
 #include "common/census.h"
 #include "common/failpoint.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "hypervisor/backends.h"
 
 namespace vmf {
 namespace fs = std::filesystem;
@@ -62,74 +66,105 @@ Status ValidateId(const std::string& what, const std::string& id) {
   return OkStatus();
 }
 
-VM::VM(VMConfig config, std::string id)
+namespace {
+
+VmDeps Resolve(const VmDeps& deps, const VMConfig& config, Status* error) {
+  VmDeps d = deps;
+  if (!d.backend) {
+    auto b = BackendNamed(config.hypervisor.backend);
+    if (b.ok()) {
+      d.backend = *b;
+    } else {
+      *error = b.status();
+    }
+  }
+  if (!d.proxy) d.proxy = &ProcessProxyLauncher();
+  return d;
+}
+
+}  // namespace
+
+VM::VM(VMConfig config, std::string id, const VmDeps& deps)
     : config_(std::move(config)),
+      deps_(deps),
       id_(std::move(id)),
       log_(VmLogger(id_)),
       cpus_(config_.hypervisor.vcpus),
       memory_mib_(config_.hypervisor.memory_mib) {}
 
-VM::~VM() { (void)Stop(); }
+VM::~VM() { Stop(); }
 
-Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, CancelToken* cancel) {
+Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, CancelToken* cancel,
+                                       const VmDeps& given) {
   VMConfig config = cfg;
   if (config.runtime_dir.empty()) config.runtime_dir = DefaultRuntimeDir();
-  VMF_RETURN_IF_ERROR(config.Validate());
-  std::unique_ptr<VM> vm(new VM(config, NewVmId()));
-  vm->log_->info("creating VM: {} vCPUs, {} MiB{}", vm->cpus_, vm->memory_mib_,
-                 config.hypervisor.boot_from_template ? ", from template" : "");
+  Status resolved = OkStatus();
+  const VmDeps deps = Resolve(given, config, &resolved);
+  VMF_RETURN_IF_ERROR(resolved);
+  VMF_RETURN_IF_ERROR(config.Validate(deps.backend));
+  std::unique_ptr<VM> vm(new VM(config, NewVmId(), deps));
+  const bool clone = config.hypervisor.boot == BootMode::kClone;
+  vm->log_->info("creating VM: {} vCPUs, {} MiB{}", vm->cpus_, vm->memory_mib_, clone ? ", from template" : "");
   Deadline deadline(config.agent.boot_timeout);
   StepTimer timer(times);
+  auto cancelled = [&] {
+    return cancel && cancel->cancelled() ? Cancelled("VM creation was cancelled") : OkStatus();
+  };
 
   // 1. The VM's private runtime dir: sockets, logs.
   VMF_ASSIGN_OR_RETURN(vm->dir_, ScopedDir::Create(config.runtime_dir + "/vm/" + vm->id_, 0700));
 
-  // 2. QEMU: the guest starts booting (a clone waits for its state).
-  vm->hypervisor_ = NewQemuHypervisor(vm->id_, config.hypervisor, vm->dir_.path());
-  VMF_RETURN_IF_ERROR(vm->Explain(vm->hypervisor_->Start(deadline)));
+  // 2. The VM process: the guest starts booting (a clone waits for its state).
+  VMF_ASSIGN_OR_RETURN(vm->hypervisor_, deps.backend->Create(vm->id_, config.hypervisor, vm->dir_.path()));
+  VMF_RETURN_IF_ERROR(vm->WithCausesAndLogs(vm->hypervisor_->Start(deadline)));
   timer.Done("qemu start");
   vm->KillOnCancel(cancel);
-  auto cancelled = [&] {
-    return cancel && cancel->cancelled() ? Cancelled("VM creation was cancelled") : OkStatus();
-  };
   VMF_RETURN_IF_ERROR(cancelled());
 
   // 3. The proxy, while the guest boots: it owns the agent channel.
-  VMF_RETURN_IF_ERROR(vm->Explain(vm->StartProxy(deadline)));
+  auto proxy = deps.proxy->Launch(vm->ProxyRequestFor(), deadline);
+  if (!proxy.ok()) return vm->WithCausesAndLogs(proxy.status());
+  vm->proxy_ = std::move(*proxy);
   timer.Done("proxy start");
   VMF_RETURN_IF_ERROR(cancelled());
 
   // 4. Our own connection to the agent, through the proxy.
-  VMF_ASSIGN_OR_RETURN(vm->agent_,
-                       AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
+  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
 
   // 5. Wait for the agent. A clone is paused until Start(): not checked here.
-  if (!config.hypervisor.boot_from_template) {
+  if (!clone) {
     vm->FailPoint(failpoint::kVmBoot);
     Status ready = vm->agent_->WaitReady(deadline);
     VMF_RETURN_IF_ERROR(cancelled());
-    VMF_RETURN_IF_ERROR(vm->Explain(ready));
+    VMF_RETURN_IF_ERROR(vm->WithCausesAndLogs(ready));
     timer.Done("guest boot + agent ready");
   }
-  vm->log_->info("VM ready: qemu pid {}, proxy pid {}", vm->qemu_pid(), vm->proxy_pid());
+  vm->log_->info("VM ready: vmm pid {}, proxy pid {}", vm->vmm_pid(), vm->proxy_pid());
   return vm;
 }
 
+ProxyRequest VM::ProxyRequestFor() const {
+  return {.vm_id = id_, .binary = config_.proxy.path, .dir = dir_.path(), .guest = hypervisor_->endpoints()};
+}
+
 void VM::KillOnCancel(CancelToken* cancel) {
-  if (!cancel || cancel_) return;
-  // Killing QEMU (not yet reaped, so its pid cannot be reused) closes the
-  // agent channel: the proxy exits and every pending agent call fails at once.
-  cancel_ = cancel;
-  cancel_handle_ = cancel->OnCancel([pid = qemu_pid()] { ::kill(pid, SIGKILL); });
+  if (!cancel || kill_on_cancel_.active()) return;
+  // Killing the VM process (not yet reaped, so its pid cannot be reused)
+  // closes the agent channel: the proxy exits and every pending agent call
+  // fails at once.
+  kill_on_cancel_ = ScopedCancelAction(cancel, [pid = vmm_pid()] {
+    if (pid > 0) ::kill(pid, SIGKILL);
+  });
 }
 
 VMHandle VM::handle() const {
   VMHandle h;
   h.id = id_;
   h.runtime_dir = dir_.path();
-  h.qmp_socket = hypervisor_ ? hypervisor_->qmp_socket() : "";
+  h.backend = std::string(deps_.backend->name());
+  h.control_endpoint = hypervisor_ ? hypervisor_->control_endpoint() : "";
   h.proxy_url = proxy_url();
-  h.qemu_pid = qemu_pid();
+  h.vmm_pid = vmm_pid();
   h.proxy_pid = proxy_pid();
   h.cpus = cpus_;
   h.memory_mib = memory_mib_;
@@ -137,21 +172,21 @@ VMHandle VM::handle() const {
 }
 
 void VM::FailPoint(std::string_view point) const {
-  failpoint::Hit(point, {.vm_id = id_, .qemu_pid = qemu_pid(), .proxy_pid = proxy_.pid()});
+  failpoint::Hit(point, {.vm_id = id_, .vmm_pid = vmm_pid(), .proxy_pid = proxy_pid()});
 }
 
 VMHandle VM::Release() {
   VMHandle h = handle();
-  log_->info("handing over (qemu pid {}, proxy pid {})", h.qemu_pid, h.proxy_pid);
-  if (cancel_) cancel_->Remove(cancel_handle_);
-  cancel_ = nullptr;
+  log_->info("handing over (vmm pid {}, proxy pid {})", h.vmm_pid, h.proxy_pid);
+  kill_on_cancel_.Reset();
   if (agent_) agent_->Close();
   agent_.reset();
   if (hypervisor_) hypervisor_->Release();
   hypervisor_.reset();
-  proxy_.Release();
+  if (proxy_) proxy_->Release();
+  proxy_.reset();
   dir_.Release();
-  sandbox_link_.clear();
+  sandbox_link_.Release();
   return h;
 }
 
@@ -170,113 +205,76 @@ Status CheckVmDir(const std::string& dir, const std::string& id) {
   return OkStatus();
 }
 
-Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg) {
+Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, const VmDeps& given) {
   VMConfig config = cfg;
   config.hypervisor.vcpus = h.cpus;
   config.hypervisor.memory_mib = h.memory_mib;
+  if (!h.backend.empty()) config.hypervisor.backend = h.backend;
+  Status resolved = OkStatus();
+  const VmDeps deps = Resolve(given, config, &resolved);
+  VMF_RETURN_IF_ERROR(resolved);
   // A handle comes from another process: nothing in it is trusted until
   // checked, since Stop() removes its dir and kills its processes.
   VMF_RETURN_IF_ERROR(ValidateId("VM id", h.id));
   VMF_RETURN_IF_ERROR(CheckVmDir(h.runtime_dir, h.id));
-  auto stop_what_is_there = [&] { StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500)); };
-  if (!ProcessMentions(h.qemu_pid, h.runtime_dir)) {
-    return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.qemu_pid) +
-                              " is not its QEMU (gone, or another process)");
+  if (!ProcessMentions(h.vmm_pid, h.runtime_dir)) {
+    return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.vmm_pid) +
+                              " is not its VM process (gone, or another process)");
   }
   if (!ProcessMentions(h.proxy_pid, h.runtime_dir)) {
     return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.proxy_pid) +
                               " is not its agent proxy (gone, or another process)");
   }
-  std::unique_ptr<VM> vm(new VM(config, h.id));
+  std::unique_ptr<VM> vm(new VM(config, h.id, deps));
   Deadline deadline(std::chrono::seconds(10));
   // Adopt first, so that a failure below still stops what we were given.
   vm->dir_ = ScopedDir::Adopt(h.runtime_dir);
-  vm->proxy_ = ChildProcess::Adopt(h.proxy_pid);
   vm->restored_ = true;
-  auto hyp = AttachQemuHypervisor(h.id, config.hypervisor, h.runtime_dir, h.qemu_pid, deadline);
+  auto stop_what_is_there = [&] { StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500)); };
+  auto hyp = deps.backend->Attach(h.id, config.hypervisor, h.runtime_dir, h.vmm_pid, deadline);
   if (!hyp.ok()) {
     // It is ours now, and unusable: stop it rather than leak it.
     stop_what_is_there();
     return hyp.status().WithContext("attach VM " + h.id);
   }
   vm->hypervisor_ = std::move(*hyp);
-  VMF_ASSIGN_OR_RETURN(vm->agent_,
-                       AgentClient::Connect(vm->proxy_socket(), config.agent.call_timeout, deadline));
-  vm->log_->info("attached (qemu pid {}, proxy pid {})", h.qemu_pid, h.proxy_pid);
+  VMF_ASSIGN_OR_RETURN(vm->proxy_, deps.proxy->Adopt(vm->ProxyRequestFor(), h.proxy_pid));
+  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
+  vm->log_->info("attached (vmm pid {}, proxy pid {})", h.vmm_pid, h.proxy_pid);
   return vm;
 }
 
-Status VM::StartProxy(const Deadline& deadline) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
-  UniqueFd ready_r(p[0]);
-  UniqueFd ready_w(p[1]);
-  UniqueFd log(::open(console_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!log) return ErrnoStatus(errno, "create " + console_log());
-  auto left = std::chrono::duration_cast<Duration>(deadline.when() - Clock::now());
-  std::vector<std::string> argv = {config_.proxy.path,
-                                   "--vm-id",
-                                   id_,
-                                   "--agent-socket",
-                                   hypervisor_->agent_socket(),
-                                   "--console-socket",
-                                   hypervisor_->console_socket(),
-                                   "--listen",
-                                   proxy_socket(),
-                                   "--log-file",
-                                   console_log(),
-                                   "--ready-fd",
-                                   "3",
-                                   "--connect-timeout-ms",
-                                   std::to_string(std::max<long long>(left.count(), 1000))};
-  SpawnOptions opts;
-  opts.stderr_fd = log.get();
-  opts.pass_fds = {ready_w.get()};
-  VMF_ASSIGN_OR_RETURN(proxy_, ChildProcess::Spawn(argv, opts));
-  ready_w.reset();
-  std::string line;
-  Status st =
-      ReadExact(ready_r.get(), 6, &line, Deadline(std::min<Duration>(left, std::chrono::seconds(10))));
-  if (!st.ok() || line != "ready\n") {
-    return Unavailable("proxy did not start: " + (st.ok() ? "bad ready line" : st.message()) +
-                       "; log: " + TailOfFile(console_log(), 1024));
-  }
-  return OkStatus();
-}
-
-Status VM::Diagnose(const Status& st) {
+Status VM::WithCauses(const Status& st) {
   if (st.ok()) return st;
-  auto qemu_gone = [&] { return hypervisor_ && hypervisor_->pid() > 0 && !hypervisor_->Running(); };
-  auto proxy_gone = [&] { return proxy_.valid() && proxy_.Poll().has_value(); };
+  auto vmm_gone = [&] { return hypervisor_ && hypervisor_->pid() > 0 && !hypervisor_->Running(); };
+  std::optional<std::string> proxy_end;
+  auto proxy_gone = [&] {
+    if (proxy_ && !proxy_end) proxy_end = proxy_->Exited();
+    return proxy_end.has_value();
+  };
   // A killed process's sockets close a moment before it can be reaped.
   if (st.code() == Code::kUnavailable) {
-    for (int i = 0; i < 20 && !qemu_gone() && !proxy_gone(); ++i) {
+    for (int i = 0; i < 20 && !vmm_gone() && !proxy_gone(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
   std::string gone;
-  if (hypervisor_ && hypervisor_->pid() > 0 && !hypervisor_->Running()) {
-    gone += "; QEMU (pid " + std::to_string(hypervisor_->pid()) + ") is no longer running";
-  }
-  if (proxy_.valid()) {
-    if (auto ps = proxy_.Poll()) {
-      gone += "; the agent proxy (pid " + std::to_string(proxy_.pid()) + ") exited (" +
-              DescribeWaitStatus(*ps) + ")";
-    }
+  if (vmm_gone()) gone += "; QEMU (pid " + std::to_string(hypervisor_->pid()) + ") is no longer running";
+  if (proxy_gone()) {
+    gone += "; the agent proxy (pid " + std::to_string(proxy_->pid()) + ") exited (" + *proxy_end + ")";
   }
   return {st.code(), st.message() + gone};
 }
 
-Status VM::Explain(const Status& status) {
+Status VM::WithCausesAndLogs(const Status& status) {
   if (status.ok()) return status;
-  Status st = Diagnose(status);
+  Status st = WithCauses(status);
   std::string extra;
   if (hypervisor_ && hypervisor_->pid() > 0) {
-    std::string q = hypervisor_->ErrorOutput();
-    if (q != "(no output)") extra += "; QEMU said: " + q;
+    if (auto said = hypervisor_->ErrorOutput()) extra += "; QEMU said: " + *said;
   }
   if (dir_.valid()) {
-    std::string c = TailOfFile(console_log(), 1024);
+    std::string c = TailOfFile(ConsoleLogPath(dir_.path()), 1024);
     if (!c.empty()) extra += "; last console/proxy log lines:\n" + c;
   }
   return {st.code(), st.message() + extra};
@@ -284,7 +282,7 @@ Status VM::Explain(const Status& status) {
 
 Status VM::Pause() {
   log_->info("pause");
-  return Diagnose(hypervisor_->Pause());
+  return WithCauses(hypervisor_->Pause());
 }
 
 Status VM::Save() {
@@ -292,76 +290,78 @@ Status VM::Save() {
   if (config_.hypervisor.device_state_path.empty()) {
     return FailedPrecondition("save: the VM was not configured with a device state path");
   }
-  return Diagnose(hypervisor_->Save(Deadline(std::chrono::seconds(60))));
+  return WithCauses(hypervisor_->Save(Deadline(std::chrono::seconds(60))));
 }
 
 Status VM::Resume() {
   log_->info("resume");
-  return Diagnose(hypervisor_->Resume());
+  return WithCauses(hypervisor_->Resume());
 }
 
 Status VM::Start() {
   log_->info("start");
   if (!hypervisor_ || !hypervisor_->Running()) return FailedPrecondition("start: QEMU is not running");
-  if (config_.hypervisor.boot_from_template && !restored_) {
+  if (config_.hypervisor.boot == BootMode::kClone && !restored_) {
     FailPoint(failpoint::kVmRestore);
-    VMF_RETURN_IF_ERROR(Explain(hypervisor_->RestoreState(Deadline(std::chrono::seconds(30)))));
+    VMF_RETURN_IF_ERROR(WithCausesAndLogs(hypervisor_->RestoreState(Deadline(std::chrono::seconds(30)))));
     restored_ = true;
   }
-  return Diagnose(hypervisor_->Resume());
+  return WithCauses(hypervisor_->Resume());
 }
 
-Status VM::Disconnect() {
+void VM::Disconnect() {
   log_->info("disconnect agent and proxy");
   if (agent_) agent_->Close();
   agent_.reset();
-  proxy_.Stop(std::chrono::milliseconds(1000));
-  return OkStatus();
+  if (proxy_) proxy_->Stop();
 }
 
-Status VM::Stop() {
-  if (cancel_) cancel_->Remove(cancel_handle_);
-  cancel_ = nullptr;
-  if (!dir_.valid() && !hypervisor_ && !proxy_.valid()) return OkStatus();
+void VM::Stop() {
+  kill_on_cancel_.Reset();
+  if (!dir_.valid() && !hypervisor_ && !proxy_) return;
   log_->info("stop");
-  (void)Disconnect();
-  if (hypervisor_) (void)hypervisor_->Stop();
+  Disconnect();
+  proxy_.reset();
+  if (hypervisor_) hypervisor_->Stop();
   hypervisor_.reset();
-  if (!sandbox_link_.empty()) ::unlink(sandbox_link_.c_str());
-  sandbox_link_.clear();
+  sandbox_link_.Remove();
   dir_.Remove();
-  return OkStatus();
 }
 
 Status VM::AddCPUs(uint32_t count) {
   if (count == 0) return OkStatus();
   log_->info("hot-add {} vCPUs", count);
   FailPoint(failpoint::kVmHotplug);
-  VMF_RETURN_IF_ERROR(Diagnose(hypervisor_->AddCPUs(count)));
+  VMF_RETURN_IF_ERROR(WithCauses(hypervisor_->AddCPUs(count)));
   cpus_ += count;
   cpu_delta_ += count;
   return OkStatus();
 }
 
+uint32_t HotplugMemorySize(uint32_t mib, uint64_t block_bytes) {
+  // The guest onlines memory in whole blocks (128 MiB on x86-64 when it
+  // does not say).
+  uint64_t block_mib = block_bytes >= (1u << 20) ? block_bytes >> 20 : 128;
+  uint64_t size = (uint64_t{mib} + block_mib - 1) / block_mib * block_mib;
+  return static_cast<uint32_t>(std::min<uint64_t>(size, UINT32_MAX));
+}
+
 Status VM::AddMemory(uint32_t mib) {
   if (mib == 0) return OkStatus();
-  // The guest onlines memory in whole blocks (128 MiB on x86-64).
-  uint32_t block_mib = 128;
+  uint64_t block_bytes = 0;
   if (agent_) {
     auto details = agent_->GetGuestDetails();
-    if (details.ok() && details->mem_block_size_bytes() >= (1u << 20)) {
-      block_mib = static_cast<uint32_t>(details->mem_block_size_bytes() >> 20);
-    }
+    if (details.ok()) block_bytes = details->mem_block_size_bytes();
   }
-  uint32_t size = (mib + block_mib - 1) / block_mib * block_mib;
-  if (memory_mib_ + size > config_.hypervisor.max_memory_mib) {
+  uint32_t size = HotplugMemorySize(mib, block_bytes);
+  if (uint64_t{memory_mib_} + size > config_.hypervisor.max_memory_mib) {
     return ResourceExhausted("cannot add " + std::to_string(size) + " MiB: the VM has " +
                              std::to_string(memory_mib_) + " MiB of at most " +
                              std::to_string(config_.hypervisor.max_memory_mib));
   }
   log_->info("hot-add {} MiB of memory", size);
   FailPoint(failpoint::kVmHotplug);
-  VMF_RETURN_IF_ERROR(Diagnose(hypervisor_->AddMemory(size)));
+  VMF_RETURN_IF_ERROR(WithCauses(hypervisor_->AddMemory(size)));
   memory_mib_ += size;
   return OkStatus();
 }
@@ -379,7 +379,7 @@ Result<bool> VM::GrowTo(uint32_t cpus, uint32_t memory_mib) {
 Status VM::OnlineCPUMemory() {
   if (!agent_) return FailedPrecondition("online CPU/memory: the agent is disconnected");
   log_->info("online {} vCPUs and memory", cpu_delta_);
-  VMF_RETURN_IF_ERROR(Diagnose(agent_->OnlineCPUMem(cpu_delta_, false)));
+  VMF_RETURN_IF_ERROR(WithCauses(agent_->OnlineCPUMem(cpu_delta_, false)));
   cpu_delta_ = 0;
   return OkStatus();
 }
@@ -389,14 +389,14 @@ Status VM::ReseedRNG() {
   log_->info("reseed the guest RNG");
   std::string data(512, '\0');
   VMF_RETURN_IF_ERROR(FillRandom(&data));
-  return Diagnose(agent_->ReseedRandomDev(data));
+  return WithCauses(agent_->ReseedRandomDev(data));
 }
 
 Status VM::SyncClock() {
   if (!agent_) return FailedPrecondition("set clock: the agent is disconnected");
   timeval tv{};
   ::gettimeofday(&tv, nullptr);
-  return Diagnose(agent_->SetGuestDateTime(tv.tv_sec, tv.tv_usec));
+  return WithCauses(agent_->SetGuestDateTime(tv.tv_sec, tv.tv_usec));
 }
 
 Status VM::AssignSandbox(const std::string& sandbox_id) {
@@ -404,18 +404,13 @@ Status VM::AssignSandbox(const std::string& sandbox_id) {
   if (!dir_.valid()) return FailedPrecondition("assign sandbox: the VM is stopped");
   std::string sb_dir = config_.runtime_dir + "/sandbox";
   VMF_RETURN_IF_ERROR(MakeDirs(sb_dir));
-  std::string link = sb_dir + "/" + sandbox_id;
   log_->info("assign to sandbox {}", sandbox_id);
-  // Replace what a previous sandbox of that id left, but never a directory
-  // we do not own: only an old link may be removed.
-  struct stat st {};
-  if (::lstat(link.c_str(), &st) == 0) {
-    if (!S_ISLNK(st.st_mode)) return AlreadyExists("sandbox path " + link + " exists and is not a link");
-    ::unlink(link.c_str());
-  }
-  if (::symlink(dir_.path().c_str(), link.c_str()) != 0) return ErrnoStatus(errno, "symlink " + link);
-  if (!sandbox_link_.empty() && sandbox_link_ != link) ::unlink(sandbox_link_.c_str());
-  sandbox_link_ = link;
+  auto link = ScopedSymlink::Create(dir_.path(), sb_dir + "/" + sandbox_id);
+  if (!link.ok()) return link.status().WithContext("sandbox path");
+  // A second assignment moves the VM: its earlier link goes (unless it was
+  // the same path, which Create just replaced).
+  if (sandbox_link_.path() == link->path()) sandbox_link_.Release();
+  sandbox_link_ = std::move(*link);
   return OkStatus();
 }
 

@@ -1,7 +1,9 @@
 // VM: one booted virtual machine with its guest agent answering.
 //
-// VM::Create is the seed's NewVM: validate, make the runtime dir, start QEMU,
-// start the proxy while the guest boots, connect to the agent and wait for it.
+// VM::Create is the seed's NewVM: validate, make the runtime dir, start the
+// VM process (QEMU), start the proxy while the guest boots, connect to the
+// agent and wait for it. Its parts come from VmDeps: a hypervisor backend and
+// a proxy launcher, which unit tests replace with fakes.
 // Each step is owned by a member whose destructor undoes it, so a failure at
 // any step leaves nothing behind, and so does destroying a VM.
 //
@@ -19,12 +21,14 @@
 #include <vector>
 
 #include "common/cancel.h"
-#include "common/process.h"
+#include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "common/status.h"
+#include "hypervisor/hypervisor.h"
 #include "vm/agent_client.h"
+#include "vm/agent_proxy.h"
 #include "vm/config.h"
-#include "vm/hypervisor.h"
+#include "vm/handle.h"
 
 namespace vmf {
 
@@ -46,16 +50,12 @@ class StepTimer {
   Clock::time_point start_;
 };
 
-// Everything another process needs to take a running VM over.
-struct VMHandle {
-  std::string id;
-  std::string runtime_dir;  // the VM's own dir (sockets, logs)
-  std::string qmp_socket;
-  std::string proxy_url;
-  pid_t qemu_pid = -1;
-  pid_t proxy_pid = -1;
-  uint32_t cpus = 0;
-  uint32_t memory_mib = 0;
+// What a VM is made with. Null members take the defaults: the backend that
+// config.hypervisor.backend names, and the vmfactory-proxy program. Unit
+// tests pass fakes (tests/mocks/).
+struct VmDeps {
+  HypervisorBackend* backend = nullptr;
+  ProxyLauncher* proxy = nullptr;
 };
 
 class VM {
@@ -64,10 +64,12 @@ class VM {
   // everything cleaned up) and, once created, kills QEMU so that every
   // pending agent call fails at once.
   static Result<std::unique_ptr<VM>> Create(const VMConfig& config, StepTimes* times = nullptr,
-                                            CancelToken* cancel = nullptr);
+                                            CancelToken* cancel = nullptr, const VmDeps& deps = {});
   // Takes over a VM that another process created and Release()d: adopts
-  // QEMU, the proxy and the runtime dir, and connects to QMP and the agent.
-  static Result<std::unique_ptr<VM>> Attach(const VMHandle& handle, const VMConfig& config);
+  // its VM process, the proxy and the runtime dir, and connects to the
+  // hypervisor's control channel and the agent.
+  static Result<std::unique_ptr<VM>> Attach(const VMHandle& handle, const VMConfig& config,
+                                            const VmDeps& deps = {});
   ~VM();
   VM(const VM&) = delete;
   VM& operator=(const VM&) = delete;
@@ -76,9 +78,9 @@ class VM {
   uint32_t cpus() const { return cpus_; }
   uint32_t memory_mib() const { return memory_mib_; }
   const std::string& dir() const { return dir_.path(); }
-  std::string proxy_url() const { return "unix://" + proxy_socket(); }
-  pid_t proxy_pid() const { return proxy_.pid(); }
-  pid_t qemu_pid() const { return hypervisor_ ? hypervisor_->pid() : -1; }
+  std::string proxy_url() const { return "unix://" + ProxySocketPath(dir_.path()); }
+  pid_t proxy_pid() const { return proxy_ ? proxy_->pid() : -1; }
+  pid_t vmm_pid() const { return hypervisor_ ? hypervisor_->pid() : -1; }
   AgentClient& agent() { return *agent_; }
   spdlog::logger& log() { return *log_; }
 
@@ -89,10 +91,11 @@ class VM {
   // Kicks off a configured VM: a clone restores its state and resumes; a
   // paused VM resumes; a running one is left as it is.
   Status Start();
-  // Stops QEMU and the proxy and removes the runtime dir. Idempotent.
-  Status Stop();
+  // Stops the VM process and the proxy and removes the runtime dir.
+  // Idempotent; also what the destructor does.
+  void Stop();
   // Drops the agent connection and stops the proxy (before a template save).
-  Status Disconnect();
+  void Disconnect();
   Status AddCPUs(uint32_t count);
   Status AddMemory(uint32_t mib);
   // Hot-adds vCPUs and memory up to the size asked (nothing if the VM is
@@ -108,7 +111,8 @@ class VM {
   // VM's dir. The id is validated (no path separators or traversal).
   Status AssignSandbox(const std::string& sandbox_id);
 
-  // From now on, cancelling `cancel` kills QEMU (Create does this itself).
+  // From now on, cancelling `cancel` kills the VM process (Create does this
+  // itself).
   void KillOnCancel(CancelToken* cancel);
 
   // Hands the VM to another process: keeps QEMU, the proxy and the runtime
@@ -116,41 +120,43 @@ class VM {
   VMHandle Release();
   VMHandle handle() const;
 
-  // Whether QEMU is still running.
+  // Whether the VM process is still running.
   bool Running() { return hypervisor_ && hypervisor_->Running(); }
-  // Adds to a failed call's error which of QEMU and the proxy has died (and
-  // how), so that "connection closed" says why. OK stays OK.
-  Status Diagnose(const Status& st);
-  // Whether both QEMU and the proxy (the only way to the agent) are running.
-  bool Healthy() { return Running() && proxy_.Running(); }
+  // Adds to a failed call's error which of the VM process and the proxy has
+  // died (and how), so that "connection closed" says why. OK stays OK.
+  Status WithCauses(const Status& st);
+  // Whether both the VM process and the proxy (the only way to the agent)
+  // are running.
+  bool Healthy() { return Running() && proxy_ && !proxy_->Exited().has_value(); }
 
  private:
-  VM(VMConfig config, std::string id);
-  std::string proxy_socket() const { return dir_.path() + "/proxy.sock"; }
-  std::string console_log() const { return dir_.path() + "/console.log"; }
-  Status StartProxy(const Deadline& deadline);
+  VM(VMConfig config, std::string id, const VmDeps& deps);
+  ProxyRequest ProxyRequestFor() const;
   // Lets a test inject a fault here (common/failpoint.h).
   void FailPoint(std::string_view point) const;
-  // Diagnose plus what QEMU and the guest console said last.
-  Status Explain(const Status& st);
+  // WithCauses plus what the VM process and the guest console said last.
+  Status WithCausesAndLogs(const Status& st);
 
   VMConfig config_;
+  VmDeps deps_;  // resolved: never null
   std::string id_;
   std::shared_ptr<spdlog::logger> log_;
   uint32_t cpus_;
   uint32_t memory_mib_;
   uint32_t cpu_delta_ = 0;
   bool restored_ = false;
-  std::string sandbox_link_;
   // Owners, declared in creation order: destroyed (undone) in reverse.
   ScopedDir dir_;
   std::unique_ptr<Hypervisor> hypervisor_;
-  ChildProcess proxy_;
+  std::unique_ptr<AgentProxy> proxy_;
   std::unique_ptr<AgentClient> agent_;
-  CancelToken* cancel_ = nullptr;
-  int cancel_handle_ = 0;
+  ScopedCancelAction kill_on_cancel_;
+  ScopedSymlink sandbox_link_;
 };
 
+// The memory a hot-add of `mib` really adds: whole guest memory blocks of
+// block_bytes (128 MiB when the guest does not say or says less than 1 MiB).
+uint32_t HotplugMemorySize(uint32_t mib, uint64_t block_bytes);
 // Whether dir can be a VM's runtime dir: absolute, normal, ending in vm/ID,
 // a real directory (not a link) of ours with mode 0700.
 Status CheckVmDir(const std::string& dir, const std::string& id);

@@ -117,7 +117,7 @@ class DaemonTest : public ::testing::Test {
   std::string PoolVmDir() const { return runtime_ + "/daemon/pool/vm/"; }
   Result<vmfactory::v1::StatusResponse> Status() {
     VMF_ASSIGN_OR_RETURN(auto c, DaemonClient::Connect(socket_));
-    return c->Status();
+    return c->GetStatus();
   }
   // Waits until the pool holds `n` ready VMs.
   vmfactory::v1::StatusResponse WaitReady(int n, Duration timeout = std::chrono::seconds(60)) {
@@ -183,7 +183,7 @@ TEST_F(DaemonTest, SixClientsAtOnceGetDistinctVms) {
 
 TEST_F(DaemonTest, KilledPooledVmIsReplaced) {
   auto s = WaitReady(2);
-  pid_t victim = s.ready(0).qemu_pid();
+  pid_t victim = s.ready(0).vmm_pid();
   std::string victim_id = s.ready(0).id();
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
   Deadline d(std::chrono::seconds(60));
@@ -251,7 +251,7 @@ TEST_F(DaemonTest, HandedOutVmKeepsWorkingAcrossADaemonRestart) {
   for (const auto& h : s.handed_out()) known |= h.id() == handed->id();
   EXPECT_TRUE(known) << "the new daemon knows the VM an earlier one handed out";
 
-  auto vm = VM::Attach(HandleFromProto(*handed), TestConfig());
+  auto vm = VM::Attach(VMHandle::FromProto(*handed), TestConfig());
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   auto r = Exec(**vm, {"echo", "alive"});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -262,7 +262,7 @@ TEST_F(DaemonTest, HandedOutVmKeepsWorkingAcrossADaemonRestart) {
   auto n = Exec(**vm, {"nproc"});
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->out, "2\n");
-  ASSERT_TRUE((*vm)->Stop().ok());
+  (*vm)->Stop();
   Deadline d(std::chrono::seconds(10));
   while (!d.expired()) {
     auto st = Status();
@@ -311,12 +311,12 @@ TEST_P(HandedOutKillTest, ClientGetsAnErrorAndNothingIsLeft) {
   auto handed = (*client)->GetVM(0, 0, Deadline(std::chrono::seconds(60)));
   ASSERT_TRUE(handed.ok()) << handed.status().ToString();
   client->reset();
-  auto vm = VM::Attach(HandleFromProto(*handed), TestConfig());
+  auto vm = VM::Attach(VMHandle::FromProto(*handed), TestConfig());
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
 
   auto exec = std::async(std::launch::async, [&] { return Exec(**vm, {"sleep", "30"}); });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  pid_t victim = GetParam() == "qemu" ? handed->qemu_pid() : handed->proxy_pid();
+  pid_t victim = GetParam() == "qemu" ? handed->vmm_pid() : handed->proxy_pid();
   auto killed_at = Clock::now();
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
   auto r = exec.get();
@@ -328,7 +328,7 @@ TEST_P(HandedOutKillTest, ClientGetsAnErrorAndNothingIsLeft) {
                 r.status().code() == Code::kDataLoss)
         << r.status().ToString();
   }
-  EXPECT_TRUE((*vm)->Stop().ok());
+  (*vm)->Stop();
   vm->reset();
 
   Deadline d(std::chrono::seconds(30));
@@ -375,7 +375,7 @@ TEST_F(DaemonTest, KilledDaemonIsCleanedUpByTheNextAndNeverRepeatsAVm) {
   for (const auto& h : s.handed_out()) known |= h.id() == held->id();
   EXPECT_TRUE(known) << "the held VM stays handed out to its owner";
   // The held VM still works; the new daemon hands out only new VMs.
-  auto vm = VM::Attach(HandleFromProto(*held), TestConfig());
+  auto vm = VM::Attach(VMHandle::FromProto(*held), TestConfig());
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   auto r = Exec(**vm, {"echo", "alive"});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -386,11 +386,11 @@ TEST_F(DaemonTest, KilledDaemonIsCleanedUpByTheNextAndNeverRepeatsAVm) {
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     EXPECT_TRUE(seen.insert(got->id()).second) << "VM " << got->id() << " handed out twice";
     for (const auto& id : old_pool) EXPECT_NE(got->id(), id) << "a VM of the dead daemon was handed out";
-    auto other = VM::Attach(HandleFromProto(*got), TestConfig());
+    auto other = VM::Attach(VMHandle::FromProto(*got), TestConfig());
     ASSERT_TRUE(other.ok());
-    EXPECT_TRUE((*other)->Stop().ok());
+    (*other)->Stop();
   }
-  EXPECT_TRUE((*vm)->Stop().ok());
+  (*vm)->Stop();
 }
 
 TEST_F(DaemonTest, SocketRecordsAndPoolDirsArePrivate) {
@@ -421,9 +421,9 @@ TEST_F(DaemonTest, SocketRecordsAndPoolDirsArePrivate) {
       EXPECT_EQ(mode(f.path()) & 077, 0u) << f.path() << " is open to group or others";
     }
   }
-  auto vm = VM::Attach(HandleFromProto(*handed), TestConfig());
+  auto vm = VM::Attach(VMHandle::FromProto(*handed), TestConfig());
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-  EXPECT_TRUE((*vm)->Stop().ok());
+  (*vm)->Stop();
 }
 
 TEST_F(DaemonTest, SecondDaemonRefusesAndStaleSocketIsTakenOver) {

@@ -70,7 +70,7 @@ const TemplateInfo& SharedTemplate() {
     auto t = LoadTemplate(root);
     struct stat initrd {};
     ::stat(c.hypervisor.initrd.c_str(), &initrd);
-    if (!t.ok() || !TemplateMismatch(*t, c).empty() || t->created_unix < initrd.st_mtime ||
+    if (!t.ok() || !TemplateMismatch(*t, c).ok() || t->created_unix < initrd.st_mtime ||
         t->hypervisor.vcpus != c.hypervisor.vcpus || t->hypervisor.memory_mib != c.hypervisor.memory_mib) {
       TemplateOptions options;
       options.force = true;
@@ -90,7 +90,7 @@ Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std:
   CollectOptions o;
   o.stdin_data = stdin_data;
   auto r = ExecAndCollect(vm.agent(), args, o);
-  if (!r.ok()) return vm.Diagnose(r.status());  // as the CLI does: say which process died
+  if (!r.ok()) return vm.WithCauses(r.status());  // as the CLI does: say which process died
   return ExecResult{r->exit_code, std::move(r->out), std::move(r->err)};
 }
 

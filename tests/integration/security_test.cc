@@ -73,7 +73,7 @@ TEST(SecurityTest, AttachRefusesHandlesThatPointOutsideAVm) {
     VMHandle h;
     h.id = id;
     h.runtime_dir = victim + "/vm/" + id;
-    h.qemu_pid = bystander;
+    h.vmm_pid = bystander;
     h.proxy_pid = bystander;
     h.cpus = 1;
     h.memory_mib = 256;
@@ -90,7 +90,7 @@ TEST(SecurityTest, AttachRefusesHandlesThatPointOutsideAVm) {
   cases.back().h.runtime_dir = "vm/" + id;
   cases.push_back({"pids that are not the VM's", base()});
   cases.push_back({"pid 1", base()});
-  cases.back().h.qemu_pid = 1;
+  cases.back().h.vmm_pid = 1;
   cases.back().h.proxy_pid = 1;
   for (const auto& c : cases) {
     auto vm = VM::Attach(c.h, TestConfig());

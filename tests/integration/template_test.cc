@@ -107,7 +107,8 @@ TEST(TemplateTest, FactoryClonesFitsAndFallsBack) {
   bool restored = false;
   for (auto& [name, d] : steps) restored |= name == "restore + resume";
   EXPECT_TRUE(restored) << "served by a clone";
-  EXPECT_TRUE((*vm)->Stop().ok());
+  EXPECT_EQ(vm->source, VmSource::kTemplate);
+  vm->vm->Stop();
 
   // Another kernel command line: the template cannot serve it; cold boot.
   VMConfig other = TestConfig();
@@ -118,6 +119,7 @@ TEST(TemplateTest, FactoryClonesFitsAndFallsBack) {
   restored = false;
   for (auto& [name, d] : steps) restored |= name == "restore + resume";
   EXPECT_FALSE(restored) << "served by a cold boot";
+  EXPECT_EQ(cold->source, VmSource::kColdBoot);
 }
 
 // A copy of the shared template's metadata and state with a sparse memory
@@ -157,12 +159,13 @@ class BadTemplateTest : public ::testing::Test {
 
 TEST_F(BadTemplateTest, MissingStateFile) {
   fs::remove(gen_ + "/state");
-  ExpectBroken(Code::kNotFound, gen_ + "/state");
+  // A file missing from a template is damage, not "no template".
+  ExpectBroken(Code::kDataLoss, gen_ + "/state");
 }
 
 TEST_F(BadTemplateTest, MissingMemoryFile) {
   fs::remove(gen_ + "/memory");
-  ExpectBroken(Code::kNotFound, gen_ + "/memory");
+  ExpectBroken(Code::kDataLoss, gen_ + "/memory");
 }
 
 TEST_F(BadTemplateTest, TruncatedStateFile) {

@@ -121,17 +121,17 @@ TEST_F(ConfigFileTest, FullValidFile) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const Config& c = *r;
   const auto& h = c.vm.hypervisor;
-  EXPECT_EQ(h.qemu_path, qemu_);
+  EXPECT_EQ(h.qemu.path, qemu_);
   EXPECT_EQ(h.kernel, kernel_);
   EXPECT_EQ(h.initrd, initrd_);
-  EXPECT_EQ(h.machine, "pc");
+  EXPECT_EQ(h.qemu.machine, "pc");
   EXPECT_EQ(h.kernel_params, "quiet loglevel=3");
   EXPECT_EQ(h.vcpus, 2u);
   EXPECT_EQ(h.max_vcpus, 8u);
   EXPECT_EQ(h.memory_mib, 512u);
-  EXPECT_EQ(h.memory_slots, 8u);
+  EXPECT_EQ(h.qemu.memory_slots, 8u);
   EXPECT_EQ(h.max_memory_mib, 4096u);
-  EXPECT_EQ(h.accel, Accel::kTcg);
+  EXPECT_EQ(h.qemu.accel, Accel::kTcg);
   EXPECT_EQ(c.vm.agent.boot_timeout, std::chrono::seconds(120));
   EXPECT_EQ(c.vm.agent.call_timeout, std::chrono::seconds(10));
   EXPECT_FALSE(c.factory.enable_template);
@@ -334,7 +334,7 @@ TEST_F(ConfigFileTest, ValidateErrorsNameTheFile) {
                            "\"\ninitrd = \"" + initrd_ + "\"\n",
                        "config.toml");
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), StartsWith("config.toml: hypervisor.qemu_path: "));
+  EXPECT_THAT(r.status().message(), StartsWith("config.toml: hypervisor.qemu.path: "));
 }
 
 TEST_F(ConfigFileTest, MissingFileIsNotFound) {

@@ -1,4 +1,4 @@
-#include "qmp/qmp_client.h"
+#include "hypervisor/qemu/qmp_client.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "cli/bench.h"
+#include "bench/bench.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -36,11 +36,11 @@
 #include "factory/factory.h"
 #include "factory/template.h"
 #include "health.pb.h"
-#include "qmp/qmp_client.h"
+#include "hypervisor/qemu/qmp_client.h"
 #include "ttrpc.pb.h"
 #include "ttrpc/client.h"
 #include "ttrpc/frame.h"
-#include "vm/hypervisor.h"
+#include "hypervisor/qemu/qemu_hypervisor.h"
 #include "vm/vm.h"
 
 namespace vmf {
@@ -232,12 +232,9 @@ class Instance {
 class VmInstance : public Instance {
  public:
   explicit VmInstance(std::unique_ptr<VM> vm) : vm_(std::move(vm)) {}
-  ~VmInstance() override {
-    Status st = vm_->Stop();
-    if (!st.ok()) std::fprintf(stderr, "bench: stopping a VM: %s\n", st.ToString().c_str());
-  }
+  ~VmInstance() override { vm_->Stop(); }
   Result<uint64_t> PssKb() override {
-    VMF_ASSIGN_OR_RETURN(uint64_t qemu_kb, ReadPssKb(vm_->qemu_pid()));
+    VMF_ASSIGN_OR_RETURN(uint64_t qemu_kb, ReadPssKb(vm_->vmm_pid()));
     VMF_ASSIGN_OR_RETURN(uint64_t proxy_kb, ReadPssKb(vm_->proxy_pid()));
     return qemu_kb + proxy_kb;
   }
@@ -284,7 +281,7 @@ class FactorySource : public Source {
     // Measure a hit: wait until the pool is full.
     Deadline d(std::chrono::seconds(300));
     while (true) {
-      CacheStatus s = cache_->Snapshot();
+      PoolState s = cache_->Pool();
       if (static_cast<int>(s.ready.size()) >= s.target) return OkStatus();
       if (cancel->cancelled()) return Cancelled("interrupted");
       if (d.expired()) {
@@ -305,8 +302,9 @@ class FactorySource : public Source {
     } else if (mode_ == Mode::kTemplate) {
       VMF_ASSIGN_OR_RETURN(vm, CloneFromTemplate(tmpl_->info(), config_, &s.steps, cancel));
     } else {
-      VMF_ASSIGN_OR_RETURN(vm, cache_->GetVM(config_, &s.steps, cancel));
-      s.cache_hit = VMCache::LastWasHit();
+      VMF_ASSIGN_OR_RETURN(Acquired got, cache_->GetVM(config_, &s.steps, cancel));
+      s.cache_hit = got.source == VmSource::kPool;
+      vm = std::move(got.vm);
     }
     auto exec_at = Clock::now();
     Clock::time_point first{};
@@ -317,8 +315,7 @@ class FactorySource : public Source {
     if (keep) {
       *keep = std::make_unique<VmInstance>(std::move(vm));
     } else {
-      Status stop = vm->Stop();
-      if (!stop.ok()) std::fprintf(stderr, "bench: stopping the VM: %s\n", stop.ToString().c_str());
+      vm->Stop();
     }
     return s;
   }
@@ -514,8 +511,7 @@ class RawQemuSource : public Source {
  public:
   RawQemuSource(Mode mode, VMConfig config, std::string dir, bool kvm)
       : mode_(mode), config_(std::move(config)), dir_(std::move(dir)), kvm_(kvm) {
-    config_.hypervisor.boot_from_template = false;
-    config_.hypervisor.boot_to_be_template = false;
+    config_.hypervisor.boot = BootMode::kCold;
   }
 
   // qemu-loadvm: a qcow2 disk, a cold boot until the agent answers, then
@@ -620,8 +616,8 @@ class RawQemuSource : public Source {
  private:
   std::vector<std::string> Argv(const std::string& id, const std::string& vmdir, const std::string& disk,
                                 bool loadvm) const {
-    auto argv = QemuArgv("bench-" + id, config_.hypervisor, vmdir, kvm_);
-    std::string qemu = FindProgram(config_.hypervisor.qemu_path);
+    auto argv = QemuArgv("bench-" + id, config_.hypervisor, vmdir, {.use_kvm = kvm_});
+    std::string qemu = FindProgram(config_.hypervisor.qemu.path);
     if (!qemu.empty()) argv[0] = qemu;
     if (!disk.empty()) {
       argv.insert(argv.end(), {"-drive", "file=" + disk + ",if=none,id=snap,format=qcow2", "-device",
@@ -812,7 +808,7 @@ json MachineJson(const VMConfig& config, bool kvm, const std::string& tmp) {
   struct utsname u {};
   if (::uname(&u) == 0) m["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.version;
   m["accel"] = kvm ? "KVM" : "TCG";
-  std::string qemu = FindProgram(config.hypervisor.qemu_path);
+  std::string qemu = FindProgram(config.hypervisor.qemu.path);
   auto ver = qemu.empty() ? Result<std::string>(NotFound("no qemu"))
                           : RunTool({qemu, "--version"}, tmp + "/qemu-version.txt", std::chrono::seconds(20));
   m["qemu_version"] = ver.ok() ? FirstLine(*ver) : "unknown";
@@ -820,7 +816,7 @@ json MachineJson(const VMConfig& config, bool kvm, const std::string& tmp) {
   if (::getloadavg(load, 3) == 3) m["loadavg_at_end"] = {load[0], load[1], load[2]};
   m["guest"] = {{"kernel", config.hypervisor.kernel},
                 {"initrd", config.hypervisor.initrd},
-                {"machine", config.hypervisor.machine},
+                {"machine", config.hypervisor.qemu.machine},
                 {"vcpus", config.hypervisor.vcpus},
                 {"memory_mib", config.hypervisor.memory_mib}};
   return m;
@@ -1032,7 +1028,6 @@ ModeResult RunMode(Mode mode, const BenchOptions& opts, const VMConfig& config, 
       CacheOptions co;
       co.target = std::max(2, opts.concurrency);
       co.parallelism = 1;
-      co.base_source = "template";
       VMCache cache(std::move(base), co);  // closed (pool stopped) when this lambda returns
       r.extra["pool_target"] = co.target;
       r.extra["pool_refill_parallelism"] = co.parallelism;
@@ -1062,7 +1057,7 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   std::fprintf(stderr, "bench: private dir %s\n", tmp->path().c_str());
   config.runtime_dir = tmp->path();  // every VM's runtime dir lives in it too
   const HypervisorConfig& h = config.hypervisor;
-  bool kvm = h.accel == Accel::kKvm || (h.accel == Accel::kAuto && KvmUsable());
+  bool kvm = QemuUsesKvm(h);
   json machine = MachineJson(config, kvm, tmp->path());
   std::fprintf(stderr, "bench: %s, %s, %s\n", machine.value("accel", std::string()).c_str(),
                machine.value("cpu_model", std::string()).c_str(), machine.value("qemu_version", std::string()).c_str());

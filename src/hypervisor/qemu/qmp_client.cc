@@ -1,4 +1,4 @@
-#include "qmp/qmp_client.h"
+#include "hypervisor/qemu/qmp_client.h"
 
 #include <poll.h>
 #include <spdlog/spdlog.h>

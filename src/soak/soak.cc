@@ -1,4 +1,4 @@
-#include "cli/soak.h"
+#include "soak/soak.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -148,7 +148,7 @@ class Soak {
 
   Result<vmfactory::v1::StatusResponse> DaemonStatus() {
     VMF_ASSIGN_OR_RETURN(auto c, DaemonClient::Connect(socket_));
-    return c->Status();
+    return c->GetStatus();
   }
 
   Result<vmfactory::v1::StatusResponse> WaitPoolFull(Duration timeout, bool none_handed_out = false) {
@@ -213,7 +213,7 @@ class Soak {
     }
     Held h;
     h.proto = proto;
-    VMF_ASSIGN_OR_RETURN(h.vm, VM::Attach(HandleFromProto(proto), config_));
+    VMF_ASSIGN_OR_RETURN(h.vm, VM::Attach(VMHandle::FromProto(proto), config_));
     return h;
   }
 
@@ -223,7 +223,7 @@ class Soak {
     CollectOptions o;
     o.timeout = std::chrono::seconds(60);
     auto r = ExecAndCollect(h.vm->agent(), {"sh", "-c", "hostname; cat /proc/sys/kernel/random/uuid"}, o);
-    if (!r.ok()) return h.vm->Diagnose(r.status());
+    if (!r.ok()) return h.vm->WithCauses(r.status());
     if (r->exit_code != 0) return Internal("the check command exited " + std::to_string(r->exit_code));
     auto nl = r->out.find('\n');
     std::string host = r->out.substr(0, nl);
@@ -296,7 +296,8 @@ class Soak {
     uint32_t mem = bigger ? config_.hypervisor.memory_mib + 128 : 0;
     VMF_ASSIGN_OR_RETURN(Held h, Take(cpus, mem));
     VMF_RETURN_IF_ERROR(Check(h));
-    return h.vm->Stop();
+    h.vm->Stop();
+    return OkStatus();
   }
 
   // The fault must surface as an error of the call that was running, fast,
@@ -323,23 +324,23 @@ class Soak {
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 500)(rng_)));
     auto since = Clock::now();
-    ::kill(qemu ? h.vm->qemu_pid() : h.vm->proxy_pid(), SIGKILL);
+    ::kill(qemu ? h.vm->vmm_pid() : h.vm->proxy_pid(), SIGKILL);
     auto r = cmd.get();
-    Status st = ExpectDeath(r.ok() ? OkStatus() : h.vm->Diagnose(r.status()), qemu, since);
-    (void)h.vm->Stop();
+    Status st = ExpectDeath(r.ok() ? OkStatus() : h.vm->WithCauses(r.status()), qemu, since);
+    h.vm->Stop();
     return st;
   }
 
   Status KillAtHotplug(bool qemu) {
     VMF_ASSIGN_OR_RETURN(Held h, Take());
     failpoint::SetHook([qemu](std::string_view point, const failpoint::Target& t) {
-      if (point == failpoint::kVmHotplug) ::kill(qemu ? t.qemu_pid : t.proxy_pid, SIGKILL);
+      if (point == failpoint::kVmHotplug) ::kill(qemu ? t.vmm_pid : t.proxy_pid, SIGKILL);
     });
     auto since = Clock::now();
     auto grew = h.vm->GrowTo(h.vm->cpus() + 1, h.vm->memory_mib() + 128);
     failpoint::SetHook(nullptr);
     Status st = ExpectDeath(grew.status(), qemu, since);
-    (void)h.vm->Stop();
+    h.vm->Stop();
     return st;
   }
 
@@ -347,7 +348,7 @@ class Soak {
     VMF_ASSIGN_OR_RETURN(auto s, DaemonStatus());
     if (s.ready_size() > 0) {
       const auto& victim = s.ready(std::uniform_int_distribution<int>(0, s.ready_size() - 1)(rng_));
-      ::kill(qemu ? victim.qemu_pid() : victim.proxy_pid(), SIGKILL);
+      ::kill(qemu ? victim.vmm_pid() : victim.proxy_pid(), SIGKILL);
     }
     // Clients are never given the broken VM: the next cycle must succeed.
     return NormalCycle();
@@ -365,7 +366,8 @@ class Soak {
     VMF_RETURN_IF_ERROR(WaitPoolFull(std::chrono::seconds(120)).status());
     // The VM we hold outlives the daemon that handed it out.
     VMF_RETURN_IF_ERROR(Check(h).WithContext("the held VM after the daemon restart"));
-    return h.vm->Stop();
+    h.vm->Stop();
+    return OkStatus();
   }
 
   Status OwnerExits() {

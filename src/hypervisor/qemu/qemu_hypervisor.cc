@@ -1,4 +1,8 @@
+#include "hypervisor/qemu/qemu_hypervisor.h"
+
 #include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +13,8 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/process.h"
-#include "qmp/qmp_client.h"
-#include "vm/hypervisor.h"
+#include "common/scoped.h"
+#include "hypervisor/qemu/qmp_client.h"
 
 namespace vmf {
 namespace {
@@ -29,12 +33,11 @@ class QemuHypervisor : public Hypervisor {
  public:
   QemuHypervisor(std::string id, HypervisorConfig config, std::string dir)
       : id_(std::move(id)), config_(std::move(config)), dir_(std::move(dir)) {}
-  ~QemuHypervisor() override { (void)Stop(); }
+  ~QemuHypervisor() override { Stop(); }
 
   Status Start(const Deadline& deadline) override {
-    bool kvm = config_.accel == Accel::kKvm || (config_.accel == Accel::kAuto && KvmUsable());
-    auto argv = QemuArgv(id_, config_, dir_, kvm);
-    argv[0] = FindProgram(config_.qemu_path);
+    auto argv = QemuArgv(id_, config_, dir_, {.use_kvm = QemuUsesKvm(config_)});
+    argv[0] = FindProgram(config_.qemu.path);
     UniqueFd log(::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!log) return ErrnoStatus(errno, "create " + log_path());
     SpawnOptions opts;
@@ -45,7 +48,7 @@ class QemuHypervisor : public Hypervisor {
     // socket answers, and fail at once if QEMU exits instead.
     while (true) {
       if (auto st = process_.Poll()) {
-        return Unavailable("QEMU exited during start-up (" + DescribeWaitStatus(*st) + "): " + ErrorOutput());
+        return Unavailable("QEMU exited during start-up (" + DescribeWaitStatus(*st) + "): " + LogTail());
       }
       auto qmp = qmp::QmpClient::Connect(qmp_socket(), Deadline(std::chrono::milliseconds(100)));
       if (qmp.ok()) {
@@ -60,10 +63,7 @@ class QemuHypervisor : public Hypervisor {
 
   Status RestoreState(const Deadline& deadline) override {
     VMF_RETURN_IF_ERROR(EnsureQmp());
-    VMF_RETURN_IF_ERROR(
-        qmp_->Execute("migrate-set-capabilities",
-                      json{{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}})
-            .status());
+    VMF_RETURN_IF_ERROR(IgnoreSharedRam());
     UniqueFd state(::open(config_.device_state_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!state) return ErrnoStatus(errno, "open device state " + config_.device_state_path);
     VMF_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", json{{"fdname", "vmf-incoming"}}, state.get()).status());
@@ -83,26 +83,17 @@ class QemuHypervisor : public Hypervisor {
 
   Status Save(const Deadline& deadline) override {
     VMF_RETURN_IF_ERROR(EnsureQmp());
-    VMF_RETURN_IF_ERROR(
-        qmp_->Execute("migrate-set-capabilities",
-                      json{{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}})
-            .status());
-    std::string tmp = config_.device_state_path + ".tmp";
-    UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!out) return ErrnoStatus(errno, "create device state " + tmp);
-    VMF_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", json{{"fdname", "vmf-outgoing"}}, out.get()).status());
+    VMF_RETURN_IF_ERROR(IgnoreSharedRam());
+    // Written under a temporary name: a failed save leaves no state file.
+    VMF_ASSIGN_OR_RETURN(ScopedTempFile out, ScopedTempFile::Create(config_.device_state_path + ".tmp"));
+    VMF_RETURN_IF_ERROR(qmp_->ExecuteWithFd("getfd", json{{"fdname", "vmf-outgoing"}}, out.fd()).status());
     VMF_RETURN_IF_ERROR(qmp_->Execute("migrate", json{{"uri", "fd:vmf-outgoing"}}).status());
-    Status st = WaitMigration(deadline, "save");
-    if (st.ok() && ::fsync(out.get()) != 0) st = ErrnoStatus(errno, "fsync " + tmp);
-    if (st.ok() && ::rename(tmp.c_str(), config_.device_state_path.c_str()) != 0) {
-      st = ErrnoStatus(errno, "rename " + tmp);
-    }
-    if (!st.ok()) ::unlink(tmp.c_str());
-    return st;
+    VMF_RETURN_IF_ERROR(WaitMigration(deadline, "save"));
+    return out.Commit(config_.device_state_path);
   }
 
-  Status Stop() override {
-    if (!process_.valid()) return OkStatus();
+  void Stop() override {
+    if (!process_.valid()) return;
     if (qmp_ && process_.Running()) {
       // An orderly quit lets QEMU remove its sockets; the kill below is the fallback.
       (void)qmp_->Execute("quit", nullptr, Deadline(std::chrono::seconds(2)));
@@ -110,7 +101,6 @@ class QemuHypervisor : public Hypervisor {
     }
     qmp_.reset();
     process_.Stop(std::chrono::milliseconds(500));
-    return OkStatus();
   }
 
   Status AddCPUs(uint32_t count) override {
@@ -168,23 +158,34 @@ class QemuHypervisor : public Hypervisor {
 
   pid_t pid() const override { return process_.pid(); }
   bool Running() override { return process_.Running(); }
-  std::string agent_socket() const override { return dir_ + "/agent.sock"; }
-  std::string console_socket() const override { return dir_ + "/console.sock"; }
-  std::string qmp_socket() const override { return dir_ + "/qmp.sock"; }
-  std::string ErrorOutput() const override {
+  GuestEndpoints endpoints() const override { return {dir_ + "/agent.sock", dir_ + "/console.sock"}; }
+  std::string control_endpoint() const override { return qmp_socket(); }
+  std::optional<std::string> ErrorOutput() const override {
     std::string t = TailOfFile(log_path(), 2048);
     while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
-    return t.empty() ? "(no output)" : t;
+    if (t.empty()) return std::nullopt;
+    return t;
   }
 
  private:
   std::string log_path() const { return dir_ + "/qemu.log"; }
+  std::string qmp_socket() const { return dir_ + "/qmp.sock"; }
+  std::string LogTail() const { return ErrorOutput().value_or("(no output)"); }
 
   Status EnsureQmp() {
     if (!qmp_ || !process_.Running()) {
-      return Unavailable("QEMU is not running" + (process_.valid() ? ": " + ErrorOutput() : ""));
+      return Unavailable("QEMU is not running" + (process_.valid() ? ": " + LogTail() : ""));
     }
     return OkStatus();
+  }
+
+  // Migration leaves out RAM that is in a shared file: the template's RAM
+  // file is the clone's RAM, so only the device state is streamed.
+  Status IgnoreSharedRam() {
+    return qmp_
+        ->Execute("migrate-set-capabilities",
+                  json{{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}})
+        .status();
   }
 
   // The guest reports, through ACPI _OST, when it has taken a hot-added
@@ -223,7 +224,7 @@ class QemuHypervisor : public Hypervisor {
         std::string err = info.is_object() ? info.value("error-desc", "") : "";
         return DataLoss(what + " of the VM state failed" + (err.empty() ? "" : ": " + err));
       }
-      if (!process_.Running()) return Unavailable("QEMU exited during " + what + ": " + ErrorOutput());
+      if (!process_.Running()) return Unavailable("QEMU exited during " + what + ": " + LogTail());
       if (deadline.expired()) {
         return DeadlineExceeded(what + " of the VM state did not complete in time (status '" + status + "')");
       }
@@ -243,31 +244,89 @@ class QemuHypervisor : public Hypervisor {
 
 std::string MiB(uint32_t m) { return std::to_string(m) + "M"; }
 
+class Backend : public HypervisorBackend {
+ public:
+  std::string_view name() const override { return "qemu"; }
+
+  Status Validate(const HypervisorConfig& h) const override {
+    if (FindProgram(h.qemu.path).empty()) {
+      return NotFound("hypervisor.qemu.path: '" + h.qemu.path + "' is not an executable (install qemu-system-x86)");
+    }
+    if (h.qemu.machine != "q35" && h.qemu.machine != "pc") {
+      return InvalidArgument("hypervisor.qemu.machine: '" + h.qemu.machine + "' is not supported (q35 or pc)");
+    }
+    if (h.qemu.memory_slots > 256) return InvalidArgument("hypervisor.qemu.memory_slots: at most 256");
+    if (h.qemu.accel == Accel::kKvm && !KvmUsable()) {
+      return FailedPrecondition("hypervisor.qemu.accel: kvm requested but /dev/kvm is not usable here");
+    }
+    return OkStatus();
+  }
+
+  Result<std::unique_ptr<Hypervisor>> Create(const std::string& id, const HypervisorConfig& config,
+                                             const std::string& dir) override {
+    return std::unique_ptr<Hypervisor>(std::make_unique<QemuHypervisor>(id, config, dir));
+  }
+
+  Result<std::unique_ptr<Hypervisor>> Attach(const std::string& id, const HypervisorConfig& config,
+                                             const std::string& dir, pid_t pid, const Deadline& deadline) override {
+    auto h = std::make_unique<QemuHypervisor>(id, config, dir);
+    Status st = h->Attach(pid, deadline);
+    if (!st.ok()) {
+      h->Release();  // not ours to stop when attaching failed
+      return st;
+    }
+    return std::unique_ptr<Hypervisor>(std::move(h));
+  }
+};
+
 }  // namespace
 
-std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig& c,
-                                  const std::string& dir, bool use_kvm) {
-  std::string machine = c.machine + ",accel=" + (use_kvm ? "kvm" : "tcg") + ",memory-backend=vmf-ram";
+HypervisorBackend& QemuBackend() {
+  static Backend backend;
+  return backend;
+}
+
+bool QemuUsesKvm(const HypervisorConfig& c) {
+  return c.qemu.accel == Accel::kKvm || (c.qemu.accel == Accel::kAuto && KvmUsable());
+}
+
+bool KvmUsable() {
+  UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  if (!kvm) return false;
+  if (::ioctl(kvm.get(), KVM_GET_API_VERSION, 0) != KVM_API_VERSION) return false;
+  UniqueFd vm(::ioctl(kvm.get(), KVM_CREATE_VM, 0));
+  if (!vm) return false;
+  // Some sandboxes expose a /dev/kvm that creates VMs but cannot run a
+  // real CPU model; hardware virtualisation shows in the CPU flags.
+  auto cpuinfo = ReadFile("/proc/cpuinfo", 16 << 20);
+  if (!cpuinfo.ok()) return false;
+  return cpuinfo->find(" vmx") != std::string::npos || cpuinfo->find(" svm") != std::string::npos;
+}
+
+std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig& c, const std::string& dir,
+                                  const QemuArgvOptions& options) {
+  const bool use_kvm = options.use_kvm;
+  std::string machine = c.qemu.machine + ",accel=" + (use_kvm ? "kvm" : "tcg") + ",memory-backend=vmf-ram";
   std::string backend;
-  if (c.boot_to_be_template || c.boot_from_template) {
+  if (c.boot != BootMode::kCold) {
     // The template's RAM lives in a file: shared while the template boots
     // (so the file holds it), private copy-on-write in each clone.
     backend = "memory-backend-file,id=vmf-ram,size=" + MiB(c.memory_mib) + ",mem-path=" + c.memory_path +
-              ",share=" + (c.boot_to_be_template ? "on" : "off");
+              ",share=" + (c.boot == BootMode::kTemplateSource ? "on" : "off");
   } else {
     backend = "memory-backend-ram,id=vmf-ram,size=" + MiB(c.memory_mib);
   }
   std::string params = kBaseKernelParams;
   if (!c.kernel_params.empty()) params += " " + c.kernel_params;
   std::vector<std::string> argv = {
-      c.qemu_path,
+      c.qemu.path,
       "-name", "vmf-" + id,
       "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
       "-machine", machine,
       "-cpu", use_kvm ? "host" : "max",
       "-smp", std::to_string(c.vcpus) + ",sockets=" + std::to_string(c.max_vcpus) +
                   ",cores=1,threads=1,maxcpus=" + std::to_string(c.max_vcpus),
-      "-m", MiB(c.memory_mib) + ",slots=" + std::to_string(c.memory_slots) + ",maxmem=" + MiB(c.max_memory_mib),
+      "-m", MiB(c.memory_mib) + ",slots=" + std::to_string(c.qemu.memory_slots) + ",maxmem=" + MiB(c.max_memory_mib),
       "-object", backend,
       "-kernel", c.kernel,
       "-initrd", c.initrd,
@@ -280,28 +339,12 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
       "-chardev", "socket,id=vmf-qmp,path=" + dir + "/qmp.sock,server=on,wait=off",
       "-mon", "chardev=vmf-qmp,mode=control",
   };
-  if (c.boot_from_template) {
+  if (c.boot == BootMode::kClone) {
     argv.push_back("-incoming");
     argv.push_back("defer");
   }
+  argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   return argv;
-}
-
-Result<std::unique_ptr<Hypervisor>> AttachQemuHypervisor(const std::string& id, const HypervisorConfig& config,
-                                                         const std::string& dir, pid_t pid,
-                                                         const Deadline& deadline) {
-  auto h = std::make_unique<QemuHypervisor>(id, config, dir);
-  Status st = h->Attach(pid, deadline);
-  if (!st.ok()) {
-    h->Release();  // not ours to stop when attaching failed
-    return st;
-  }
-  return std::unique_ptr<Hypervisor>(std::move(h));
-}
-
-std::unique_ptr<Hypervisor> NewQemuHypervisor(const std::string& id, const HypervisorConfig& config,
-                                              const std::string& dir) {
-  return std::make_unique<QemuHypervisor>(id, config, dir);
 }
 
 }  // namespace vmf

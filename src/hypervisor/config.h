@@ -1,0 +1,55 @@
+// HypervisorConfig: what a VM is made of, as every backend understands it
+// (kernel, initrd, size, hotplug ceilings, how it boots), plus one section
+// of options per backend ([hypervisor.qemu] in config.toml).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace vmf {
+
+enum class Accel { kAuto, kKvm, kTcg };
+
+// How a VM comes up.
+enum class BootMode {
+  kCold,            // boots its kernel
+  kTemplateSource,  // boots its kernel with RAM in a shared file, to be saved as a template
+  kClone,           // maps a template's RAM file privately and restores its device state
+};
+
+// [hypervisor.qemu]: options only the QEMU backend reads.
+struct QemuOptions {
+  std::string path = "qemu-system-x86_64";  // absolute, or looked up in PATH
+  std::string machine = "q35";
+  Accel accel = Accel::kAuto;
+  uint32_t memory_slots = 4;  // DIMM slots for memory hotplug
+};
+
+struct HypervisorConfig {
+  std::string backend = "qemu";  // which HypervisorBackend (hypervisor/backends.h)
+  std::string kernel;            // guest kernel image
+  std::string initrd;            // guest initramfs (agent as /init)
+  std::string kernel_params;     // appended to the backend's built-in command line
+  uint32_t vcpus = 1;
+  uint32_t max_vcpus = 4;  // hotplug ceiling
+  uint32_t memory_mib = 256;
+  uint32_t max_memory_mib = 2048;
+
+  // Templating (see the template factory).
+  BootMode boot = BootMode::kCold;
+  std::string memory_path;        // RAM file of the template
+  std::string device_state_path;  // saved device state of the template
+
+  QemuOptions qemu;
+};
+
+// Checks the fields every backend shares; the error names the field.
+Status ValidateCommon(const HypervisorConfig& h);
+
+// Raises the hotplug ceilings (max_vcpus, max_memory_mib) to the size asked
+// when the size is above them, so that a big request is not refused.
+void FitCeilings(HypervisorConfig* h);
+
+}  // namespace vmf
