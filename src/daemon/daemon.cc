@@ -197,7 +197,7 @@ class Daemon {
   }
 
   Result<std::string> GetVM(const std::string& payload, const ttrpc::Peer& peer) {
-    VMF_ASSIGN_OR_RETURN(VMConfig request, DecodeGetVMRequest(payload, vm_config_));
+    VMF_ASSIGN_OR_RETURN(VMConfig request, DecodeGetVMRequest(payload, vm_config_, opts_.deps.backend));
     if (peer.pid <= 0) return FailedPrecondition("cannot tell which process asks (no SO_PEERCRED)");
 
     auto start = Clock::now();

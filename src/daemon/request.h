@@ -13,6 +13,8 @@ namespace vmf {
 // request's cpus / memory_mib where they are non-zero, the hotplug ceilings
 // raised to fit, and the result validated. A payload that is not a
 // GetVMRequest is INVALID_ARGUMENT; Validate()'s errors keep their code.
-Result<VMConfig> DecodeGetVMRequest(const std::string& payload, const VMConfig& base);
+// `backend` checks the hypervisor options (default: the one the config names).
+Result<VMConfig> DecodeGetVMRequest(const std::string& payload, const VMConfig& base,
+                                    const HypervisorBackend* backend = nullptr);
 
 }  // namespace vmf
