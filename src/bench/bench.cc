@@ -30,7 +30,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/process.h"
-#include "proxy/proxy.h"
+#include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "factory/cache.h"
 #include "factory/factory.h"
@@ -40,6 +40,7 @@
 #include "ttrpc.pb.h"
 #include "ttrpc/client.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/sync.h"
 #include "hypervisor/qemu/qemu_hypervisor.h"
 #include "vm/vm.h"
 
@@ -336,86 +337,74 @@ struct KillGuard {
   pid_t pid = -1;
 };
 
-// One QEMU started by the bench itself, with its own dir under the private
-// dir. Destroying it closes the channel, stops QEMU and removes the dir.
+// One QEMU started by the bench itself through the QEMU backend (the same
+// launcher, command line and QMP client as the factory's VMs), with its own
+// dir under the private dir, but no proxy: the bench speaks ttrpc to the
+// agent socket itself. Destroying it closes the channel, stops QEMU and
+// removes the dir.
 class RawQemu : public Instance {
  public:
   ~RawQemu() override {
     client_.reset();
-    qmp_.reset();
     agent_fd_.reset();
-    if (cancel_) cancel_->Remove(cancel_handle_);
+    kill_.Reset();
     {
       std::lock_guard<std::mutex> l(guard_->mu);
       guard_->pid = -1;
     }
-    process_.Stop(std::chrono::milliseconds(1000));
+    hyp_.reset();  // stops QEMU
   }
 
-  // Starts QEMU with argv and connects to QMP (which answers once QEMU's
-  // main loop runs, i.e. after -loadvm has restored the state).
-  static Result<std::unique_ptr<RawQemu>> Start(const std::vector<std::string>& argv, std::string dir,
-                                                CancelToken* cancel, const Deadline& deadline) {
+  // Starts QEMU and connects to QMP (which answers once QEMU's main loop
+  // runs, i.e. after -loadvm has restored the state).
+  static Result<std::unique_ptr<RawQemu>> Start(const HypervisorConfig& config, const std::string& id,
+                                                const std::string& dir, CancelToken* cancel,
+                                                const Deadline& deadline) {
     std::unique_ptr<RawQemu> q(new RawQemu());
     VMF_ASSIGN_OR_RETURN(q->dir_, ScopedDir::Create(dir, 0700));
-    UniqueFd log(::open(q->log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!log) return ErrnoStatus(errno, "create " + q->log_path());
-    SpawnOptions so;
-    so.stdout_fd = log.get();
-    so.stderr_fd = log.get();
-    VMF_ASSIGN_OR_RETURN(q->process_, ChildProcess::Spawn(argv, so));
-    q->guard_->pid = q->process_.pid();
+    VMF_ASSIGN_OR_RETURN(q->hyp_, QemuBackend().Create(id, config, q->dir_.path()));
+    VMF_RETURN_IF_ERROR(q->hyp_->Start(deadline));
+    q->guard_->pid = q->hyp_->pid();
     q->cancel_ = cancel;
-    q->cancel_handle_ = cancel->OnCancel([g = q->guard_] {
+    q->kill_ = ScopedCancelAction(cancel, [g = q->guard_] {
       std::lock_guard<std::mutex> l(g->mu);
       if (g->pid > 0) ::kill(g->pid, SIGKILL);
     });
-    while (true) {
-      VMF_RETURN_IF_ERROR(q->Alive());
-      auto qmp = qmp::QmpClient::Connect(q->dir_.path() + "/qmp.sock", Deadline(std::chrono::milliseconds(500)));
-      if (qmp.ok()) {
-        q->qmp_ = std::move(*qmp);
-        break;
-      }
-      if (deadline.expired()) return qmp.status().WithContext("QEMU's QMP socket did not answer in time");
-    }
     return q;
   }
 
   Status Alive() {
     if (cancel_ && cancel_->cancelled()) return Cancelled("interrupted");
-    if (auto st = process_.Poll()) {
-      std::string t = TailOfFile(log_path(), 1024);
-      return Unavailable("QEMU exited (" + DescribeWaitStatus(*st) + "): " + t);
-    }
+    if (!hyp_->Running()) return Unavailable("QEMU exited: " + hyp_->ErrorOutput().value_or("(no output)"));
     return OkStatus();
   }
 
   // Connects to the agent socket and resynchronises the byte stream as the
-  // proxy does: a Health.Check with metadata vmf-sync on a random odd stream
-  // id, re-sent every 1.5 s, every byte before its reply skipped. Then the
+  // proxy does (ttrpc/sync.h): the sync request on a random odd stream id,
+  // re-sent every 1.5 s, every byte before its reply skipped. Then the
   // connection is handed to a ttrpc client numbering from sync id + 2.
   Status SyncAgent(const Deadline& deadline) {
-    VMF_ASSIGN_OR_RETURN(agent_fd_, ConnectUnixUntil(dir_.path() + "/agent.sock", deadline));
+    VMF_ASSIGN_OR_RETURN(agent_fd_, ConnectUnixUntil(hyp_->endpoints().agent, deadline));
     std::random_device rd;
-    uint32_t sync_id = (rd() % 0x3fffffffu) | 1u;
-    const std::string frame = SyncRequestFrame(sync_id);
-
-    std::string scan;                // bytes before the sync reply's header
-    bool synced = false;             // found the sync reply's header
-    bool replied = false;            // decoded the whole sync reply
-    ttrpc::FrameDecoder decoder;     // after the header: whole frames only
+    const uint32_t sync_id = (rd() % 0x3fffffffu) | 1u;
+    const std::string frame = ttrpc::SyncRequestFrame(sync_id);
+    ttrpc::SyncScanner scanner(sync_id);
+    bool replied = false;         // decoded the whole sync reply
+    ttrpc::FrameDecoder decoder;  // from the sync reply's header on: whole frames only
     std::vector<ttrpc::DecodeEvent> events;
     auto next_send = Clock::now();
     char buf[4096];
     while (true) {
       VMF_RETURN_IF_ERROR(Alive());
       if (deadline.expired()) return DeadlineExceeded("the agent did not answer the sync in time");
-      if (!synced && Clock::now() >= next_send) {
-        VMF_RETURN_IF_ERROR(WriteAll(agent_fd_.get(), frame, Deadline(std::chrono::seconds(2))).WithContext("send sync"));
+      if (!scanner.found() && Clock::now() >= next_send) {
+        VMF_RETURN_IF_ERROR(
+            WriteAll(agent_fd_.get(), frame, Deadline(std::chrono::seconds(2))).WithContext("send sync"));
         next_send = Clock::now() + kSyncRetry;
       }
-      struct pollfd p {agent_fd_.get(), POLLIN, 0};
+      struct pollfd p {
+        agent_fd_.get(), POLLIN, 0
+      };
       int r = ::poll(&p, 1, 50);
       if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll agent socket");
       if (r <= 0) continue;
@@ -423,28 +412,10 @@ class RawQemu : public Instance {
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n < 0) return ErrnoStatus(errno, "read agent socket");
       if (n == 0) return Unavailable("the agent channel closed during the sync");
-      std::string_view data(buf, static_cast<size_t>(n));
-      if (!synced) {
-        scan.append(data);
-        data = {};
-        for (size_t k = 0; k + ttrpc::kHeaderSize <= scan.size(); ++k) {
-          const auto* h = reinterpret_cast<const unsigned char*>(scan.data() + k);
-          uint32_t len = (uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) | (uint32_t{h[2]} << 8) | h[3];
-          uint32_t id = (uint32_t{h[4]} << 24) | (uint32_t{h[5]} << 16) | (uint32_t{h[6]} << 8) | h[7];
-          if (id == sync_id && h[8] == ttrpc::kTypeResponse && len <= 4096) {
-            synced = true;
-            scan.erase(0, k);
-            data = scan;
-            break;
-          }
-        }
-        if (!synced) {
-          if (scan.size() > (64u << 10)) scan.erase(0, scan.size() - ttrpc::kHeaderSize);
-          continue;
-        }
-      }
+      auto data = scanner.Feed(std::string_view(buf, static_cast<size_t>(n)));
+      if (!data) continue;
       events.clear();
-      decoder.Feed(data, &events);
+      decoder.Feed(*data, &events);
       for (auto& ev : events) {
         if (ev.kind != ttrpc::DecodeEvent::kFrame || ev.frame.stream_id != sync_id) continue;
         ::ttrpc::Response resp;
@@ -481,32 +452,36 @@ class RawQemu : public Instance {
     return OkStatus();
   }
 
-  qmp::QmpClient& qmp() { return *qmp_; }
+  qmp::QmpClient& qmp() { return *QemuQmp(*hyp_); }
   void CloseAgent() {
     client_.reset();
     agent_fd_.reset();
   }
   // Waits for QEMU to exit by itself (after a QMP quit).
-  Status WaitExit(Duration d) { return process_.Wait(Deadline(d)).status(); }
-  Result<uint64_t> PssKb() override { return ReadPssKb(process_.pid()); }
-  const std::string& dir() const { return dir_.path(); }
+  Status WaitExit(Duration d) {
+    Deadline deadline(d);
+    while (hyp_->Running()) {
+      if (deadline.expired()) return DeadlineExceeded("QEMU did not exit");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return OkStatus();
+  }
+  Result<uint64_t> PssKb() override { return ReadPssKb(hyp_->pid()); }
 
  private:
   RawQemu() = default;
-  std::string log_path() const { return dir_.path() + "/qemu.log"; }
 
   ScopedDir dir_;
-  ChildProcess process_;
+  std::unique_ptr<Hypervisor> hyp_;
   std::shared_ptr<KillGuard> guard_ = std::make_shared<KillGuard>();
   CancelToken* cancel_ = nullptr;
-  int cancel_handle_ = 0;
-  std::unique_ptr<qmp::QmpClient> qmp_;
+  ScopedCancelAction kill_;
   UniqueFd agent_fd_;
   std::unique_ptr<ttrpc::Client> client_;
 };
 
 // qemu-cold and qemu-loadvm: QEMU with the factory's own command line
-// (vmf::QemuArgv: same kernel, initramfs, machine, memory and vCPUs).
+// (the QEMU backend: same kernel, initramfs, machine, memory and vCPUs).
 class RawQemuSource : public Source {
  public:
   RawQemuSource(Mode mode, VMConfig config, std::string dir, bool kvm)
@@ -528,8 +503,8 @@ class RawQemuSource : public Source {
             .status());
     std::fprintf(stderr, "bench: qemu-loadvm: cold-booting the VM to snapshot\n");
     Deadline deadline(config_.agent.boot_timeout);
-    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Argv("snap", snapdir + "/vm", disk_, false), snapdir + "/vm",
-                                                cancel, deadline));
+    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Config(disk_, false), "bench-snap", snapdir + "/vm", cancel,
+                                                deadline));
     VMF_RETURN_IF_ERROR(q->SyncAgent(deadline).WithContext("snapshot VM"));
     // No host client on the agent channel while saving (as for templates).
     q->CloseAgent();
@@ -573,8 +548,8 @@ class RawQemuSource : public Source {
     Sample s;
     Deadline deadline(config_.agent.boot_timeout);
     auto t0 = Clock::now();
-    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Argv(name, vmdir, disk, mode_ == Mode::kQemuLoadvm), vmdir, cancel,
-                                                deadline));
+    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Config(disk, mode_ == Mode::kQemuLoadvm), "bench-" + name, vmdir,
+                                                cancel, deadline));
     auto t1 = Clock::now();
     s.steps.emplace_back(mode_ == Mode::kQemuCold ? "qemu start" : "qemu start + loadvm", Between(t0, t1));
     VMF_RETURN_IF_ERROR(q->SyncAgent(deadline));
@@ -609,22 +584,21 @@ class RawQemuSource : public Source {
       (*j)["snapshot_made_s"] = Ms(made_in_) / 1000.0;
       (*j)["snapshot_qcow2_bytes"] = disk_bytes_;
     }
-    (*j)["qemu_argv_example"] = Argv("N", dir_ + "/N", mode_ == Mode::kQemuLoadvm ? dir_ + "/N.qcow2" : "",
-                                     mode_ == Mode::kQemuLoadvm);
+    (*j)["qemu_argv_example"] =
+        QemuArgv("bench-N", Config(mode_ == Mode::kQemuLoadvm ? dir_ + "/N.qcow2" : "", mode_ == Mode::kQemuLoadvm),
+                 dir_ + "/N", {.use_kvm = kvm_});
   }
 
  private:
-  std::vector<std::string> Argv(const std::string& id, const std::string& vmdir, const std::string& disk,
-                                bool loadvm) const {
-    auto argv = QemuArgv("bench-" + id, config_.hypervisor, vmdir, {.use_kvm = kvm_});
-    std::string qemu = FindProgram(config_.hypervisor.qemu.path);
-    if (!qemu.empty()) argv[0] = qemu;
+  // The factory's VM config, plus a snapshot disk and -loadvm if asked.
+  HypervisorConfig Config(const std::string& disk, bool loadvm) const {
+    HypervisorConfig h = config_.hypervisor;
     if (!disk.empty()) {
-      argv.insert(argv.end(), {"-drive", "file=" + disk + ",if=none,id=snap,format=qcow2", "-device",
-                               "virtio-blk-pci,drive=snap"});
+      h.qemu.extra_args.insert(h.qemu.extra_args.end(), {"-drive", "file=" + disk + ",if=none,id=snap,format=qcow2",
+                                                         "-device", "virtio-blk-pci,drive=snap"});
     }
-    if (loadvm) argv.insert(argv.end(), {"-loadvm", "bench"});
-    return argv;
+    if (loadvm) h.qemu.extra_args.insert(h.qemu.extra_args.end(), {"-loadvm", "bench"});
+    return h;
   }
 
   Mode mode_;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -25,6 +26,9 @@ struct QemuOptions {
   std::string machine = "q35";
   Accel accel = Accel::kAuto;
   uint32_t memory_slots = 4;  // DIMM slots for memory hotplug
+  // Appended to the command line as they are (the bench's raw-QEMU
+  // baselines: a -drive for a snapshot disk, -loadvm); not in config.toml.
+  std::vector<std::string> extra_args;
 };
 
 struct HypervisorConfig {

@@ -90,7 +90,10 @@ TEST_F(TemplateFactoryTest, InitLeavesATemplateAndNoVm) {
   EXPECT_GT(info_.state_bytes, 0u);
   EXPECT_EQ(env_.Processes(), 0);
   EXPECT_EQ(env_.VmDirs(), 0);
-  auto again = CreateTemplate(env_.Config(), root_, {.force = false, .mount_tmpfs = false, .deps = env_.Deps()});
+  TemplateOptions o;
+  o.mount_tmpfs = false;
+  o.deps = env_.Deps();
+  auto again = CreateTemplate(env_.Config(), root_, o);
   EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
 }
 

@@ -158,6 +158,7 @@ class QemuHypervisor : public Hypervisor {
 
   pid_t pid() const override { return process_.pid(); }
   bool Running() override { return process_.Running(); }
+  qmp::QmpClient* qmp() { return qmp_.get(); }
   GuestEndpoints endpoints() const override { return {dir_ + "/agent.sock", dir_ + "/console.sock"}; }
   std::string control_endpoint() const override { return qmp_socket(); }
   std::optional<std::string> ErrorOutput() const override {
@@ -286,6 +287,11 @@ HypervisorBackend& QemuBackend() {
   return backend;
 }
 
+qmp::QmpClient* QemuQmp(Hypervisor& h) {
+  auto* q = dynamic_cast<QemuHypervisor*>(&h);
+  return q ? q->qmp() : nullptr;
+}
+
 bool QemuUsesKvm(const HypervisorConfig& c) {
   return c.qemu.accel == Accel::kKvm || (c.qemu.accel == Accel::kAuto && KvmUsable());
 }
@@ -343,7 +349,7 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
     argv.push_back("-incoming");
     argv.push_back("defer");
   }
-  argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
+  argv.insert(argv.end(), c.qemu.extra_args.begin(), c.qemu.extra_args.end());
   return argv;
 }
 

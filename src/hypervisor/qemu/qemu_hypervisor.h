@@ -13,15 +13,21 @@ namespace vmf {
 // The one QEMU backend (stateless).
 HypervisorBackend& QemuBackend();
 
+namespace qmp {
+class QmpClient;
+}
+
 struct QemuArgvOptions {
   bool use_kvm = false;
-  // Appended to the command line (the bench's raw-QEMU baselines: -drive, -loadvm).
-  std::vector<std::string> extra_args = {};
 };
 
 // The QEMU command line for a config (exposed for tests and `-v` output).
 std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig& config,
                                   const std::string& dir, const QemuArgvOptions& options);
+
+// The QMP client of a started QEMU hypervisor (for what only QEMU does, such
+// as the bench's savevm); null if `h` is not one or is not connected.
+qmp::QmpClient* QemuQmp(Hypervisor& h);
 
 // Whether a QEMU of this config would use KVM (qemu.accel, and KvmUsable()).
 bool QemuUsesKvm(const HypervisorConfig& config);
