@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "log.h"
+#include "ttrpc/wire.h"
 
 namespace vmf::agent {
 namespace {
@@ -76,7 +77,8 @@ void ChannelServer::RunOnce(int max_wait_ms) {
   } else {
     timeout = MinTimeout(timeout, MsUntil(now, paused_until_));
   }
-  if (decoder_.mid_frame()) timeout = MinTimeout(timeout, MsUntil(now, last_rx_ + opt_.partial_frame_timeout));
+  if (decoder_.mid_frame())
+    timeout = MinTimeout(timeout, MsUntil(now, last_rx_ + opt_.partial_frame_timeout));
   size_t svc_index = fds.size();
   service_.AddPollFds(&fds);
 
@@ -165,18 +167,18 @@ void ChannelServer::OnHangup(Clock::time_point now) {
 void ChannelServer::HandleEvent(ttrpc::DecodeEvent& ev) {
   const uint32_t id = ev.frame.stream_id;
   if (ev.kind == ttrpc::DecodeEvent::kOversized) {
-    ReplyError(id, static_cast<int>(Code::kResourceExhausted),
+    ReplyError(id, Code::kResourceExhausted,
                "message length " + std::to_string(ev.declared_length) + " exceeds maximum message size of " +
                    std::to_string(ttrpc::kMaxPayload));
     return;
   }
   if (ev.frame.type != ttrpc::kTypeRequest) return;  // data frames are unused
 
-  const bool id_ok = (id % 2 == 1) && id > last_id_;
+  const bool id_ok = ids_.Allows(id);
   ::ttrpc::Request req;
   if (!req.ParseFromString(ev.frame.payload)) {
-    if (id_ok) last_id_ = id;
-    ReplyError(id, static_cast<int>(Code::kInvalidArgument), "cannot parse ttrpc.Request");
+    if (id_ok) ids_.Accept(id);
+    ReplyError(id, Code::kInvalidArgument, "cannot parse ttrpc.Request");
     return;
   }
   bool sync = false;
@@ -187,39 +189,37 @@ void ChannelServer::HandleEvent(ttrpc::DecodeEvent& ev) {
   if (sync) {
     if (service_.deferred_count() > 0) Log("resync on stream %u: dropping deferred replies", id);
     service_.DropDeferred();
-    last_id_ = id;
+    ids_.Restart(id);
   } else if (!id_ok) {
-    ReplyError(id, static_cast<int>(Code::kInvalidArgument),
-               "stream id " + std::to_string(id) + " is even or not above " + std::to_string(last_id_));
+    ReplyError(id, Code::kInvalidArgument,
+               "stream id " + std::to_string(id) + " is even or not above " + std::to_string(ids_.last()));
     return;
   } else {
-    last_id_ = id;
+    ids_.Accept(id);
   }
   try {
     service_.HandleRequest(id, req);
   } catch (const std::exception& e) {
-    ReplyError(id, static_cast<int>(Code::kInternal), std::string("agent error: ") + e.what());
+    ReplyError(id, Code::kInternal, std::string("agent error: ") + e.what());
   } catch (...) {
-    ReplyError(id, static_cast<int>(Code::kInternal), "agent error");
+    ReplyError(id, Code::kInternal, "agent error");
   }
 }
 
-void ChannelServer::ReplyError(uint32_t stream_id, int code, const std::string& message) {
-  ::ttrpc::Response r;
-  r.mutable_status()->set_code(code);
-  r.mutable_status()->set_message(message);
-  Reply(stream_id, r);
+void ChannelServer::ReplyError(uint32_t stream_id, Code code, const std::string& message) {
+  if (!connected_) return;  // nobody to read it; a new session resyncs anyway
+  Send(stream_id, ttrpc::ErrorResponse(code, message));
 }
 
 void ChannelServer::Reply(uint32_t stream_id, const ::ttrpc::Response& response) {
   if (!connected_) return;  // nobody to read it; a new session resyncs anyway
   std::string payload = response.SerializeAsString();
-  if (payload.size() > ttrpc::kMaxPayload) {
-    ::ttrpc::Response err;
-    err.mutable_status()->set_code(static_cast<int>(Code::kInternal));
-    err.mutable_status()->set_message("response too large");
-    payload = err.SerializeAsString();
-  }
+  if (payload.size() > ttrpc::kMaxPayload)
+    payload = ttrpc::ErrorResponse(Code::kInternal, "response too large");
+  Send(stream_id, std::move(payload));
+}
+
+void ChannelServer::Send(uint32_t stream_id, std::string payload) {
   std::string frame = ttrpc::EncodeFrame(stream_id, ttrpc::kTypeResponse, 0, payload);
   size_t dropped = 0;
   while (out_bytes_ + frame.size() > opt_.max_outbound_bytes) {

@@ -25,6 +25,7 @@
 #include "common/fd.h"
 #include "service.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/wire.h"
 
 namespace vmf::agent {
 
@@ -58,12 +59,15 @@ class ChannelServer {
 
   AgentService& service() { return service_; }
   size_t outbound_bytes() const { return out_bytes_; }
-  uint32_t last_stream_id() const { return last_id_; }
+  uint32_t last_stream_id() const { return ids_.last(); }
   bool host_connected() const { return connected_; }
 
  private:
   void Reply(uint32_t stream_id, const ::ttrpc::Response& response);
-  void ReplyError(uint32_t stream_id, int code, const std::string& message);
+  void ReplyError(uint32_t stream_id, Code code, const std::string& message);
+  // Frames a response payload and queues it, dropping the oldest queued
+  // replies if the queue is full.
+  void Send(uint32_t stream_id, std::string payload);
   void ReadChannel(short revents);
   void HandleEvent(ttrpc::DecodeEvent& ev);
   void Flush();
@@ -79,7 +83,7 @@ class ChannelServer {
   std::deque<std::string> out_;
   size_t out_offset_ = 0;  // bytes of out_.front() already written
   size_t out_bytes_ = 0;   // sum of out_ sizes
-  uint32_t last_id_ = 0;
+  ttrpc::StreamIdRule ids_;
   bool connected_ = true;
   bool nval_logged_ = false;
   Clock::time_point paused_until_{};

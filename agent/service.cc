@@ -21,6 +21,7 @@
 #include "agent.pb.h"
 #include "health.pb.h"
 #include "log.h"
+#include "ttrpc/wire.h"
 
 #ifndef VMF_VERSION
 #define VMF_VERSION "0.0.0"
@@ -299,10 +300,7 @@ void AgentService::ReplyOk(uint32_t id, const std::string& payload) {
 }
 
 void AgentService::ReplyError(uint32_t id, const Status& status) {
-  ::ttrpc::Response r;
-  r.mutable_status()->set_code(static_cast<int>(status.code()));
-  r.mutable_status()->set_message(status.message());
-  reply_(id, r);
+  reply_(id, ttrpc::ErrorResponseProto(status.code(), status.message()));
 }
 
 template <typename Req>

@@ -15,6 +15,7 @@
 #include "health.pb.h"
 #include "ttrpc.pb.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/wire.h"
 
 namespace vmf {
 namespace {
@@ -22,6 +23,7 @@ namespace {
 using asio::local::stream_protocol;
 using ttrpc::DecodeEvent;
 using ttrpc::EncodeFrame;
+using ttrpc::ErrorResponse;
 using ttrpc::FrameDecoder;
 
 constexpr size_t kReadChunk = 64 * 1024;
@@ -41,18 +43,6 @@ constexpr auto kQuarantineReadPause = std::chrono::milliseconds(100);
 constexpr auto kConsoleReadPause = std::chrono::milliseconds(5);
 constexpr size_t kConsoleRate = 16 * 1024;
 constexpr size_t kConsoleBurst = 128 * 1024;
-
-std::string ErrorResponse(Code code, const std::string& message) {
-  ::ttrpc::Response resp;
-  resp.mutable_status()->set_code(static_cast<int>(code));
-  resp.mutable_status()->set_message(message);
-  return resp.SerializeAsString();
-}
-
-uint32_t ReadU32(const char* p) {
-  auto b = [p](int i) { return static_cast<uint32_t>(static_cast<unsigned char>(p[i])); };
-  return (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3);
-}
 
 // A socket with a bounded queue of outgoing buffers, written one at a time.
 class Writer {
@@ -119,7 +109,7 @@ class ClientConn : public std::enable_shared_from_this<ClientConn> {
   Writer writer_;
   uint64_t id_;
   FrameDecoder decoder_;
-  uint32_t last_stream_id_ = 0;
+  ttrpc::StreamIdRule stream_ids_;
   bool closed_ = false;
   char buf_[kReadChunk];
 };
@@ -321,8 +311,8 @@ class ProxyServer {
     scan_.append(data);
     for (size_t k = 0; k + ttrpc::kHeaderSize <= scan_.size(); ++k) {
       const char* h = scan_.data() + k;
-      if (ReadU32(h + 4) == sync_id_ && static_cast<uint8_t>(h[8]) == ttrpc::kTypeResponse &&
-          ReadU32(h) <= 4096) {
+      if (ttrpc::LoadBE32(h + 4) == sync_id_ && static_cast<uint8_t>(h[8]) == ttrpc::kTypeResponse &&
+          ttrpc::LoadBE32(h) <= 4096) {
         synced_ = true;
         sync_timer_.cancel();
         log_->debug("agent channel synchronised (skipped {} stale bytes)", presync_skipped_ + k);
@@ -668,12 +658,11 @@ void ClientConn::OnFrame(DecodeEvent& ev) {
     return;
   }
   if (ev.frame.type != ttrpc::kTypeRequest) return;  // unary only: data frames are not routed
-  if (sid % 2 == 0 || sid <= last_stream_id_) {
+  if (!stream_ids_.Accept(sid)) {
     Reply(sid, ErrorResponse(Code::kInvalidArgument,
                              "stream id " + std::to_string(sid) + " must be odd and increasing"));
     return;
   }
-  last_stream_id_ = sid;
   if (in_flight >= kMaxPendingPerClient) {
     Reply(sid, ErrorResponse(Code::kResourceExhausted, "too many requests in flight"));
     return;

@@ -10,19 +10,9 @@
 #include "common/io.h"
 #include "ttrpc.pb.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/wire.h"
 
 namespace vmf::ttrpc {
-namespace {
-
-std::string ErrorReply(Code code, const std::string& message) {
-  ::ttrpc::Response r;
-  r.mutable_status()->set_code(static_cast<int>(code));
-  r.mutable_status()->set_message(message);
-  return r.SerializeAsString();
-}
-
-}  // namespace
-
 Server::~Server() { Shutdown(); }
 
 void Server::Register(const std::string& service, const std::string& method, Handler handler) {
@@ -31,29 +21,27 @@ void Server::Register(const std::string& service, const std::string& method, Han
 
 std::string Server::Dispatch(const std::string& payload, const Peer& peer) {
   ::ttrpc::Request req;
-  if (!req.ParseFromString(payload)) return ErrorReply(Code::kInvalidArgument, "malformed ttrpc request");
+  if (!req.ParseFromString(payload)) return ErrorResponse(Code::kInvalidArgument, "malformed ttrpc request");
   auto it = handlers_.find(req.service() + "/" + req.method());
   if (it == handlers_.end()) {
-    return ErrorReply(Code::kUnimplemented, req.service().substr(0, 128) + "/" + req.method().substr(0, 128) +
-                                                " is not implemented");
+    return ErrorResponse(Code::kUnimplemented, req.service().substr(0, 128) + "/" +
+                                                   req.method().substr(0, 128) + " is not implemented");
   }
   Result<std::string> out = it->second(req.payload(), peer);
-  if (!out.ok()) return ErrorReply(out.status().code(), out.status().message());
-  ::ttrpc::Response resp;
-  resp.set_payload(std::move(*out));
-  return resp.SerializeAsString();
+  if (!out.ok()) return ErrorResponse(out.status().code(), out.status().message());
+  return OkResponse(std::move(*out));
 }
 
 std::string Server::HandleFrame(const DecodeEvent& ev, uint32_t* last_id, const Peer& peer) {
   uint32_t id = ev.frame.stream_id;
   std::string reply;
   if (ev.kind == DecodeEvent::kOversized) {
-    reply = ErrorReply(Code::kResourceExhausted, "request exceeds the 4 MiB ttrpc limit");
+    reply = ErrorResponse(Code::kResourceExhausted, "request exceeds the 4 MiB ttrpc limit");
   } else if (ev.frame.type != kTypeRequest) {
     return "";
-  } else if (id % 2 == 0 || id <= *last_id) {
-    reply =
-        ErrorReply(Code::kInvalidArgument, "stream id " + std::to_string(id) + " must be odd and increasing");
+  } else if (!StreamIdRule(*last_id).Allows(id)) {
+    reply = ErrorResponse(Code::kInvalidArgument,
+                          "stream id " + std::to_string(id) + " must be odd and increasing");
   } else {
     *last_id = id;
     reply = Dispatch(ev.frame.payload, peer);
