@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "log.h"
+#include "ttrpc/sync.h"
 #include "ttrpc/wire.h"
 
 namespace vmf::agent {
@@ -181,12 +182,7 @@ void ChannelServer::HandleEvent(ttrpc::DecodeEvent& ev) {
     ReplyError(id, Code::kInvalidArgument, "cannot parse ttrpc.Request");
     return;
   }
-  bool sync = false;
-  if (req.service() == "grpc.Health" && req.method() == "Check" && id % 2 == 1) {
-    for (const auto& kv : req.metadata())
-      if (kv.key() == kSyncMetadataKey) sync = true;
-  }
-  if (sync) {
+  if (id % 2 == 1 && ttrpc::IsSyncRequest(req)) {
     if (service_.deferred_count() > 0) Log("resync on stream %u: dropping deferred replies", id);
     service_.DropDeferred();
     ids_.Restart(id);

@@ -25,12 +25,14 @@
 #include "common/fd.h"
 #include "service.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/sync.h"
 #include "ttrpc/wire.h"
 
 namespace vmf::agent {
 
-// Metadata key that marks a Health.Check request as a session resync.
-inline constexpr char kSyncMetadataKey[] = "vmf-sync";
+// Metadata key that marks a Health.Check request as a session resync (its
+// home is ttrpc/sync.h, shared with the host).
+using ttrpc::kSyncMetadataKey;
 
 class ChannelServer {
  public:

@@ -21,6 +21,7 @@
 #include "health.pb.h"
 #include "ttrpc.pb.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/sync.h"
 
 namespace {
 
@@ -78,7 +79,7 @@ std::string Req(const std::string& service, const std::string& method, const goo
   r.set_timeout_nano(30'000'000'000);
   if (sync) {
     auto* kv = r.add_metadata();
-    kv->set_key("vmf-sync");
+    kv->set_key(vmf::ttrpc::kSyncMetadataKey);
     kv->set_value("0123456789abcdef");
   }
   return r.SerializeAsString();

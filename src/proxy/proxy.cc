@@ -672,18 +672,6 @@ void ClientConn::OnFrame(DecodeEvent& ev) {
 
 }  // namespace
 
-std::string SyncRequestFrame(uint32_t stream_id) {
-  grpc::CheckRequest check;
-  ::ttrpc::Request req;
-  req.set_service("grpc.Health");
-  req.set_method("Check");
-  req.set_payload(check.SerializeAsString());
-  auto* kv = req.add_metadata();
-  kv->set_key("vmf-sync");
-  kv->set_value(std::to_string(stream_id));
-  return EncodeFrame(stream_id, ttrpc::kTypeRequest, 0, req.SerializeAsString());
-}
-
 Status RunProxy(const ProxyOptions& opts) {
   std::vector<spdlog::sink_ptr> sinks;
   if (opts.log_file.empty()) {

@@ -46,6 +46,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "ttrpc/sync.h"
 
 namespace vmf {
 
@@ -62,9 +63,9 @@ struct ProxyOptions {
   int ready_fd = -1;  // written "ready\n" once listening, then closed
 };
 
-// The resync request that opens every session on an agent channel: a
-// grpc.Health/Check carrying metadata "vmf-sync", framed on stream_id.
-std::string SyncRequestFrame(uint32_t stream_id);
+// The resync request that opens every session on an agent channel now lives
+// in ttrpc/sync.h; this keeps vmf::SyncRequestFrame working for its callers.
+using ttrpc::SyncRequestFrame;
 
 // Runs the proxy until the channel closes or a stop signal; blocks.
 Status RunProxy(const ProxyOptions& opts);
