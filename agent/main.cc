@@ -4,7 +4,6 @@
 // would panic.
 #include <unistd.h>
 
-#include <chrono>
 #include <exception>
 
 #include "init.h"
@@ -21,19 +20,8 @@ int main() {
   }
   while (true) {
     try {
-      const std::string name = PortNameFromCmdline(ReadCmdline());
-      auto port = OpenAgentPort("/sys/class/virtio-ports", "/dev", name, std::chrono::seconds(10));
-      if (!port.ok()) {
-        Log("cannot open the agent port: %s", port.status().ToString().c_str());
-        if (!pid1) return 1;
-        ::sleep(1);
-        continue;
-      }
-      ChannelServer::Options opts;
-      opts.service.reap_all_children = pid1;
-      ChannelServer server(std::move(*port), opts);
-      Log("serving (%.3f s since boot)", SecondsSinceBoot());
-      server.Run(nullptr);
+      const vmf::Status s = ServeOnPort(PortNameFromCmdline(ReadCmdline()), pid1);
+      Log("cannot open the agent port: %s", s.ToString().c_str());
     } catch (const std::exception& e) {
       Log("fatal: %s", e.what());
     } catch (...) {

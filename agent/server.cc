@@ -10,6 +10,7 @@
 #include <new>
 #include <vector>
 
+#include "init.h"
 #include "log.h"
 #include "ttrpc/sync.h"
 #include "ttrpc/wire.h"
@@ -258,6 +259,17 @@ void ChannelServer::DropOutbound() {
   out_.clear();
   out_offset_ = 0;
   out_bytes_ = 0;
+}
+
+Status ServeOnPort(const std::string& name, bool pid1, const char* banner) {
+  auto port = OpenAgentPort("/sys/class/virtio-ports", "/dev", name, std::chrono::seconds(10));
+  if (!port.ok()) return port.status();
+  ChannelServer::Options opts;
+  opts.service.reap_all_children = pid1;
+  ChannelServer server(std::move(*port), opts);
+  Log("%s (%.3f s since boot)", banner, SecondsSinceBoot());
+  server.Run(nullptr);
+  return OkStatus();
 }
 
 }  // namespace vmf::agent

@@ -93,4 +93,12 @@ class ChannelServer {
   AgentService service_;
 };
 
+// The agent's serving loop body: opens the virtio-serial port `name` (waiting
+// up to 10 s for it to appear), logs "`banner` (N s since boot)" and serves it
+// with a ChannelServer. Returns only if the port cannot be opened (serving
+// itself ends only by an exception, which propagates). `pid1`: the agent is
+// the guest's PID 1 and reaps every child. The caller decides whether and
+// when to try again (PID 1 must never exit).
+Status ServeOnPort(const std::string& name, bool pid1, const char* banner = "serving");
+
 }  // namespace vmf::agent

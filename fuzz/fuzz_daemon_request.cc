@@ -111,10 +111,10 @@ void CheckReply(const std::string& reply, uint32_t id) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmf::fuzz::QuietProtobuf();
-  if (size == 0) return 0;
-  const uint8_t seed = data[0];
-  std::string_view stream = vmf::fuzz::AsView(data + 1, size - 1);
+  const auto input = vmf::fuzz::SplitSeed(data, size);
+  if (!input) return 0;
+  const uint8_t seed = input->seed;
+  const std::string_view stream = input->stream;
 
   CheckDecoded(DecodeGetVMRequest(std::string(stream), Base()));
 

@@ -93,10 +93,10 @@ void DecodeResponseFrame(const DecodeEvent& ev) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vmf::fuzz::QuietProtobuf();
-  if (size == 0) return 0;
-  const uint8_t seed = data[0];
-  std::string_view stream = vmf::fuzz::AsView(data + 1, size - 1);
+  const auto input = vmf::fuzz::SplitSeed(data, size);
+  if (!input) return 0;
+  const uint8_t seed = input->seed;
+  const std::string_view stream = input->stream;
 
   FrameDecoder whole;
   std::vector<DecodeEvent> a;

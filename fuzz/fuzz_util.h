@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -32,6 +33,19 @@ inline void QuietProtobuf() {
 
 inline std::string_view AsView(const uint8_t* data, size_t size) {
   return std::string_view(reinterpret_cast<const char*>(data), size);
+}
+
+// The usual start of a target: protobuf quietened, then byte 0 of the input
+// chooses how the rest (the stream) is cut into pieces (see Chunks). Empty
+// inputs give nullopt.
+struct SeededInput {
+  uint8_t seed;
+  std::string_view stream;
+};
+inline std::optional<SeededInput> SplitSeed(const uint8_t* data, size_t size) {
+  QuietProtobuf();
+  if (size == 0) return std::nullopt;
+  return SeededInput{data[0], AsView(data + 1, size - 1)};
 }
 
 // Splits data into pieces whose sizes come from `seed`: 0 keeps it whole;

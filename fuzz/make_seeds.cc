@@ -396,6 +396,55 @@ void AgentRequestSeeds() {
   Write(d, "half-frame", Call(1, Req("grpc.Health", "Check", check)).substr(0, 15));
 }
 
+// ---------------------------------------------------------- proxy_session
+// Byte 0 seeds the sync ids; then opcodes (see fuzz_proxy_session.cc).
+
+std::string AgentBytes(const std::string& bytes) {
+  return Byte(0) + Byte(static_cast<uint8_t>(bytes.size())) + bytes;
+}
+std::string ClientCall(uint8_t client, uint8_t stream, const std::string& payload) {
+  return Byte(1) + Byte(client) + Byte(stream) + Byte(static_cast<uint8_t>(payload.size())) + payload;
+}
+std::string Tick(uint8_t tens_of_ms) { return Byte(2) + Byte(tens_of_ms); }
+std::string ClientGone(uint8_t client) { return Byte(3) + Byte(client); }
+std::string AnswerSync() { return Byte(4); }
+std::string AnswerCall(uint8_t k, uint8_t how) { return Byte(5) + Byte(k) + Byte(how); }
+std::string OversizedReply(uint8_t k) { return Byte(6) + Byte(k); }
+std::string ClientData(uint8_t client, uint8_t stream) { return Byte(7) + Byte(client) + Byte(stream); }
+
+void ProxySessionSeeds() {
+  const std::string d = "proxy_session";
+  Write(d, "sync-and-call", Byte(7) + AnswerSync() + ClientCall(0, 1, "abc") + AnswerCall(0, 0));
+  Write(d, "calls-before-sync",
+        Byte(1) + ClientCall(0, 1, "a") + ClientCall(1, 1, "b") + AnswerSync() + AnswerCall(1, 1) +
+            AnswerCall(0, 0));
+  Write(d, "stale-then-sync",
+        Byte(2) + AgentBytes(std::string("\x00\x00\x00\x40\x00\x00", 6) + "garbage") +
+            AgentBytes(Resp(99, Ok(grpc::Empty()))) + AnswerSync() + ClientCall(2, 3, "x") +
+            AnswerCall(0, 2));
+  Write(d, "reply-in-two-reads", Byte(3) + AnswerSync() + ClientCall(0, 1, "") + AnswerCall(0, 4));
+  Write(d, "silence-mid-frame",
+        Byte(4) + AnswerSync() + ClientCall(0, 1, "q") + ClientCall(1, 5, "r") + AgentBytes("\x00\x00\x00") +
+            Tick(30) + Tick(30) + AnswerSync() + ClientCall(0, 3, "again") + AnswerCall(2, 0));
+  Write(d, "sync-retries",
+        Byte(5) + Tick(160) + Tick(160) + AnswerSync() + AnswerSync() + AnswerSync() + AnswerSync());
+  Write(d, "oversized-reply",
+        Byte(6) + AnswerSync() + ClientCall(0, 1, "") + ClientCall(1, 1, "") + OversizedReply(0) +
+            ClientCall(0, 3, "after"));
+  Write(d, "never-opened",
+        Byte(8) + AnswerSync() + AgentBytes(Resp(0x7ffffff1u, Ok(grpc::Empty()))) + ClientCall(0, 1, ""));
+  Write(d, "request-from-agent",
+        Byte(9) + AnswerSync() + ClientCall(0, 1, "") +
+            AgentBytes(Call(1, Req("grpc.Health", "Check", grpc::Empty()))));
+  Write(d, "client-gone-late-reply",
+        Byte(10) + AnswerSync() + ClientCall(0, 1, "") + ClientCall(1, 1, "") + ClientGone(0) +
+            AnswerCall(0, 0) + AnswerCall(1, 0) + ClientCall(0, 1, "back"));
+  Write(d, "bad-client-ids",
+        Byte(11) + AnswerSync() + ClientCall(0, 2, "") + ClientCall(0, 1, "") + ClientCall(0, 1, "") +
+            ClientData(0, 3) + ClientCall(0, 3, ""));
+  Write(d, "shutdown-with-pending", Byte(12) + ClientCall(0, 1, "") + AnswerSync() + ClientCall(1, 7, ""));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -409,6 +458,7 @@ int main(int argc, char** argv) {
   ConfigSeeds();
   DaemonRequestSeeds();
   AgentRequestSeeds();
+  ProxySessionSeeds();
   std::printf("wrote %d seeds under %s\n", g_written, g_root.c_str());
   return 0;
 }

@@ -202,18 +202,9 @@ void StartConsoleFlood() {
 // The real agent's serving loop (agent/main.cc), for the flood mode.
 [[noreturn]] void ServeNormally(bool pid1) {
   for (;;) {
-    auto port = OpenAgentPort("/sys/class/virtio-ports", "/dev", PortNameFromCmdline(ReadCmdline()),
-                              std::chrono::seconds(10));
-    if (!port.ok()) {
-      Log("hostile: cannot open the agent port: %s", port.status().ToString().c_str());
-      ::sleep(1);
-      continue;
-    }
-    ChannelServer::Options opts;
-    opts.service.reap_all_children = pid1;
-    ChannelServer server(std::move(*port), opts);
-    Log("hostile: serving normally (%.3f s since boot)", SecondsSinceBoot());
-    server.Run(nullptr);
+    const Status s = ServeOnPort(PortNameFromCmdline(ReadCmdline()), pid1, "hostile: serving normally");
+    Log("hostile: cannot open the agent port: %s", s.ToString().c_str());
+    ::sleep(1);
   }
 }
 
