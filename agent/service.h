@@ -36,8 +36,6 @@
 
 namespace vmf::agent {
 
-inline constexpr char kDefaultPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
-
 class AgentService {
  public:
   using ReplyFn = std::function<void(uint32_t stream_id, const ::ttrpc::Response& response)>;
