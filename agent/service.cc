@@ -1,22 +1,16 @@
 #include "service.h"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <linux/random.h>
 #include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <thread>
 
 #include "agent.pb.h"
+#include "guest_ops.h"
 #include "health.pb.h"
 #include "log.h"
 #include "spawn.h"
@@ -31,52 +25,6 @@ namespace {
 constexpr char kAgentService[] = "grpc.AgentService";
 constexpr char kHealthService[] = "grpc.Health";
 
-// ---------------------------------------------------------------- sysfs helpers
-
-bool ReadSmallFile(const std::string& path, std::string* out) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return false;
-  char buf[256];
-  ssize_t n;
-  do {
-    n = ::read(fd.get(), buf, sizeof(buf));
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return false;
-  out->assign(buf, static_cast<size_t>(n));
-  while (!out->empty() && (out->back() == '\n' || out->back() == ' ')) out->pop_back();
-  return true;
-}
-
-Status WriteSmallFile(const std::string& path, std::string_view data) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus(errno, "open " + path);
-  ssize_t n;
-  do {
-    n = ::write(fd.get(), data.data(), data.size());
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return ErrnoStatus(errno, "write " + path);
-  return OkStatus();
-}
-
-// Names "<prefix><digits>" in dir, sorted by number.
-std::vector<std::string> NumberedEntries(const std::string& dir, std::string_view prefix) {
-  std::vector<std::pair<unsigned long, std::string>> found;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return {};
-  while (struct dirent* e = ::readdir(d)) {
-    std::string_view name(e->d_name);
-    if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) continue;
-    std::string_view num = name.substr(prefix.size());
-    if (!std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
-    found.emplace_back(std::strtoul(std::string(num).c_str(), nullptr, 10), std::string(name));
-  }
-  ::closedir(d);
-  std::sort(found.begin(), found.end());
-  std::vector<std::string> names;
-  for (auto& f : found) names.push_back(std::move(f.second));
-  return names;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- plumbing
@@ -84,7 +32,12 @@ std::vector<std::string> NumberedEntries(const std::string& dir, std::string_vie
 AgentService::AgentService(ReplyFn reply) : AgentService(std::move(reply), Options()) {}
 
 AgentService::AgentService(ReplyFn reply, Options options)
-    : reply_(std::move(reply)), opt_(std::move(options)) {}
+    : reply_(std::move(reply)),
+      opt_(std::move(options)),
+      guest_(GuestOps::Options{.sysfs_root = opt_.sysfs_root,
+                               .random_device = opt_.random_device,
+                               .online_wait = opt_.online_wait,
+                               .allow_system_changes = opt_.allow_system_changes}) {}
 
 AgentService::~AgentService() {
   for (auto& [key, p] : procs_) {
@@ -464,72 +417,26 @@ void AgentService::HandlePollFds(const pollfd* fds, size_t count) {
 void AgentService::DoOnlineCpuMem(uint32_t id, const std::string& payload) {
   grpc::OnlineCPUMemRequest req;
   if (!Parse(id, payload, &req)) return;
-  const std::string cpu_dir = opt_.sysfs_root + "/devices/system/cpu";
-  const std::string mem_dir = opt_.sysfs_root + "/devices/system/memory";
-  uint32_t onlined = 0;
-  const uint32_t want = req.nb_cpus();
-  auto deadline = Clock::now() + opt_.online_wait;
-  while (true) {
-    for (const std::string& cpu : NumberedEntries(cpu_dir, "cpu")) {
-      if (want != 0 && onlined >= want) break;
-      std::string path = cpu_dir + "/" + cpu + "/online", state;
-      if (!ReadSmallFile(path, &state) || state != "0") continue;
-      Status st = WriteSmallFile(path, "1");
-      if (st.ok()) {
-        ++onlined;
-      } else {
-        Log("onlining %s: %s", cpu.c_str(), st.ToString().c_str());
-      }
-    }
-    if (!req.cpu_only()) {
-      for (const std::string& mem : NumberedEntries(mem_dir, "memory")) {
-        std::string path = mem_dir + "/" + mem + "/state", state;
-        if (!ReadSmallFile(path, &state) || state != "offline") continue;
-        Status st = WriteSmallFile(path, "online");
-        if (!st.ok()) Log("onlining %s: %s", mem.c_str(), st.ToString().c_str());
-      }
-    }
-    if (!req.wait() || want == 0 || onlined >= want || Clock::now() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (req.wait() && want != 0 && onlined < want) {
-    return ReplyError(
-        id, DeadlineExceeded("onlined " + std::to_string(onlined) + " of " + std::to_string(want) + " CPUs"));
-  }
+  Status st = guest_.OnlineCpuMem(req.nb_cpus(), req.wait(), req.cpu_only());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoReseed(uint32_t id, const std::string& payload) {
   grpc::ReseedRandomDevRequest req;
   if (!Parse(id, payload, &req)) return;
-  if (req.data().empty()) return ReplyError(id, InvalidArgument("no seed data"));
-  UniqueFd fd(::open(opt_.random_device.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return ReplyError(id, ErrnoStatus(errno, "open " + opt_.random_device));
-  const std::string& data = req.data();
-  std::vector<char> mem(sizeof(rand_pool_info) + data.size());
-  auto* info = reinterpret_cast<rand_pool_info*>(mem.data());
-  info->entropy_count = static_cast<int>(std::min<size_t>(data.size() * 8, 1u << 30));
-  info->buf_size = static_cast<int>(data.size());
-  std::memcpy(mem.data() + sizeof(rand_pool_info), data.data(), data.size());
-  if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) return ReplyError(id, ErrnoStatus(errno, "RNDADDENTROPY"));
-  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return ReplyError(id, ErrnoStatus(errno, "RNDRESEEDCRNG"));
+  Status st = guest_.ReseedRandom(req.data());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoGuestDetails(uint32_t id, const std::string& payload) {
   grpc::GuestDetailsRequest req;
   if (!Parse(id, payload, &req)) return;
+  GuestOps::MemoryDetails mem = guest_.Memory(req.mem_block_size());
   grpc::GuestDetailsResponse resp;
-  const std::string mem_dir = opt_.sysfs_root + "/devices/system/memory";
-  if (req.mem_block_size()) {
-    std::string text;
-    if (ReadSmallFile(mem_dir + "/block_size_bytes", &text)) {
-      resp.set_mem_block_size_bytes(std::strtoull(text.c_str(), nullptr, 16));
-    } else {
-      Log("cannot read %s/block_size_bytes", mem_dir.c_str());
-    }
-  }
-  resp.set_support_mem_hotplug_probe(::access((mem_dir + "/probe").c_str(), F_OK) == 0);
+  resp.set_mem_block_size_bytes(mem.block_size_bytes);
+  resp.set_support_mem_hotplug_probe(mem.hotplug_probe);
   resp.mutable_agent_details()->set_version(VMF_VERSION);
   resp.mutable_agent_details()->set_init_daemon(::getpid() == 1);
   ReplyOk(id, resp.SerializeAsString());
@@ -538,25 +445,16 @@ void AgentService::DoGuestDetails(uint32_t id, const std::string& payload) {
 void AgentService::DoSetTime(uint32_t id, const std::string& payload) {
   grpc::SetGuestDateTimeRequest req;
   if (!Parse(id, payload, &req)) return;
-  if (req.usec() < 0 || req.usec() >= 1000000 || req.sec() < 0)
-    return ReplyError(id, InvalidArgument("bad time"));
-  struct timeval tv;
-  tv.tv_sec = static_cast<time_t>(req.sec());
-  tv.tv_usec = static_cast<suseconds_t>(req.usec());
-  if (!opt_.allow_system_changes) return ReplyOk(id, grpc::Empty().SerializeAsString());
-  if (::settimeofday(&tv, nullptr) != 0) return ReplyError(id, ErrnoStatus(errno, "settimeofday"));
+  Status st = guest_.SetClock(req.sec(), req.usec());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoCreateSandbox(uint32_t id, const std::string& payload) {
   grpc::CreateSandboxRequest req;
   if (!Parse(id, payload, &req)) return;
-  const std::string& host = req.hostname();
-  if (host.size() > 64 || host.find('\0') != std::string::npos)
-    return ReplyError(id, InvalidArgument("bad hostname (at most 64 bytes)"));
-  if (!opt_.allow_system_changes) return ReplyOk(id, grpc::Empty().SerializeAsString());
-  if (!host.empty() && ::sethostname(host.data(), host.size()) != 0)
-    return ReplyError(id, ErrnoStatus(errno, "sethostname"));
+  Status st = guest_.SetHostname(req.hostname());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 

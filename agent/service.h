@@ -32,6 +32,7 @@
 
 #include "common/fd.h"
 #include "common/status.h"
+#include "guest_ops.h"
 #include "ttrpc.pb.h"
 
 namespace vmf::agent {
@@ -148,6 +149,7 @@ class AgentService {
 
   ReplyFn reply_;
   Options opt_;
+  GuestOps guest_;
   std::map<Key, std::unique_ptr<Proc>> procs_;
   std::vector<PollRef> poll_refs_;
 };
