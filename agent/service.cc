@@ -1,18 +1,12 @@
 #include "service.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <utility>
 
 #include "agent.pb.h"
 #include "guest_ops.h"
 #include "health.pb.h"
-#include "log.h"
 #include "spawn.h"
 
 #ifndef VMF_VERSION
@@ -25,6 +19,25 @@ namespace {
 constexpr char kAgentService[] = "grpc.AgentService";
 constexpr char kHealthService[] = "grpc.Health";
 
+GuestOps::Options GuestOptions(const AgentService::Options& o) {
+  GuestOps::Options g;
+  g.sysfs_root = o.sysfs_root;
+  g.random_device = o.random_device;
+  g.online_wait = o.online_wait;
+  g.allow_system_changes = o.allow_system_changes;
+  return g;
+}
+
+ProcessTable::Limits TableLimits(const AgentService::Options& o) {
+  ProcessTable::Limits l;
+  l.max_processes = o.max_processes;
+  l.max_output_buffer = o.max_output_buffer;
+  l.max_stdin_buffer = o.max_stdin_buffer;
+  l.forget_grace = o.forget_grace;
+  l.reap_all_children = o.reap_all_children;
+  return l;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- plumbing
@@ -34,21 +47,26 @@ AgentService::AgentService(ReplyFn reply) : AgentService(std::move(reply), Optio
 AgentService::AgentService(ReplyFn reply, Options options)
     : reply_(std::move(reply)),
       opt_(std::move(options)),
-      guest_(GuestOps::Options{.sysfs_root = opt_.sysfs_root,
-                               .random_device = opt_.random_device,
-                               .online_wait = opt_.online_wait,
-                               .allow_system_changes = opt_.allow_system_changes}) {}
+      guest_(GuestOptions(opt_)),
+      procs_(TableAnswers(), TableLimits(opt_)) {}
 
-AgentService::~AgentService() {
-  for (auto& [key, p] : procs_) {
-    if (p->exited) continue;
-    ::kill(-p->pid, SIGKILL);
-    ::kill(p->pid, SIGKILL);
-    int st;
-    while (::waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
-    }
-  }
+ProcessTable::Answers AgentService::TableAnswers() {
+  ProcessTable::Answers a;
+  a.read = [this](uint32_t id, std::string data) {
+    grpc::ReadStreamResponse resp;
+    resp.set_data(std::move(data));
+    ReplyOk(id, resp.SerializeAsString());
+  };
+  a.wait = [this](uint32_t id, int exit_status) {
+    grpc::WaitProcessResponse resp;
+    resp.set_status(exit_status);
+    ReplyOk(id, resp.SerializeAsString());
+  };
+  a.failed = [this](uint32_t id, const Status& status) { ReplyError(id, status); };
+  return a;
 }
+
+AgentService::~AgentService() = default;
 
 void AgentService::ReplyOk(uint32_t id, const std::string& payload) {
   ::ttrpc::Response r;
@@ -68,15 +86,6 @@ bool AgentService::Parse(uint32_t id, const std::string& payload, Req* req) {
   if (req->ParseFromString(payload)) return true;
   ReplyError(id, InvalidArgument("cannot parse " + req->GetTypeName()));
   return false;
-}
-
-AgentService::Proc* AgentService::Find(const std::string& container_id, const std::string& exec_id) {
-  auto it = procs_.find(Key(container_id, exec_id));
-  return it == procs_.end() ? nullptr : it->second.get();
-}
-
-static Status UnknownProcess(const std::string& cid, const std::string& eid) {
-  return NotFound("no process " + cid + "/" + eid);
 }
 
 void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
@@ -121,295 +130,76 @@ void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
   ReplyError(id, Unimplemented("unknown method " + req.service() + "/" + m));
 }
 
-void AgentService::DropDeferred() {
-  for (auto& [key, p] : procs_) {
-    p->out.waiters.clear();
-    p->err.waiters.clear();
-    p->wait_waiters.clear();
-  }
-}
+void AgentService::DropDeferred() { procs_.DropDeferred(); }
 
-size_t AgentService::deferred_count() const {
-  size_t n = 0;
-  for (auto& [key, p] : procs_) n += p->out.waiters.size() + p->err.waiters.size() + p->wait_waiters.size();
-  return n;
-}
+size_t AgentService::deferred_count() const { return procs_.deferred_count(); }
+
+void AgentService::AddPollFds(std::vector<pollfd>* fds) { procs_.AddPollFds(fds); }
+
+void AgentService::HandlePollFds(const pollfd* fds, size_t count) { procs_.HandlePollFds(fds, count); }
+
+void AgentService::ReapChildren() { procs_.ReapChildren(); }
+
+void AgentService::CollectGarbage() { procs_.CollectGarbage(); }
 
 // ---------------------------------------------------------------- processes
 
 void AgentService::DoExec(uint32_t id, const std::string& payload) {
   grpc::ExecProcessRequest req;
   if (!Parse(id, payload, &req)) return;
-  Key key(req.container_id(), req.exec_id());
-  if (procs_.count(key) != 0)
-    return ReplyError(id, AlreadyExists("process " + key.first + "/" + key.second + " exists"));
+  // The checks keep this order: it decides which error a bad request gets.
+  Status st = procs_.CheckNew(req.container_id(), req.exec_id());
+  if (!st.ok()) return ReplyError(id, st);
   if (req.process().args_size() == 0) return ReplyError(id, InvalidArgument("empty Args"));
   if (req.process().terminal()) return ReplyError(id, InvalidArgument("terminal not supported"));
-  if (procs_.size() >= opt_.max_processes)
-    return ReplyError(id, ResourceExhausted("too many processes (" + std::to_string(procs_.size()) + ")"));
+  st = procs_.CheckRoom();
+  if (!st.ok()) return ReplyError(id, st);
   if (!opt_.allow_exec) return ReplyError(id, Status(Code::kPermissionDenied, "ExecProcess is disabled"));
   Result<Spawned> s = Spawn(req.process());
   if (!s.ok()) return ReplyError(id, s.status());
-  auto p = std::make_unique<Proc>();
-  p->container_id = key.first;
-  p->exec_id = key.second;
-  p->pid = s->pid;
-  p->stdin_fd = std::move(s->in);
-  p->out.fd = std::move(s->out);
-  p->err.fd = std::move(s->err);
-  procs_.emplace(key, std::move(p));
-  poll_refs_.clear();  // procs_ changed: a stale AddPollFds range is ignored
+  procs_.Add(req.container_id(), req.exec_id(), std::move(*s));
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoWait(uint32_t id, const std::string& payload) {
   grpc::WaitProcessRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  if (!p->exited) {
-    p->wait_waiters.push_back(id);
-    return;
-  }
-  grpc::WaitProcessResponse resp;
-  resp.set_status(p->exit_status);
-  p->wait_answered = true;
-  ReplyOk(id, resp.SerializeAsString());
+  Status st = procs_.Wait(id, req.container_id(), req.exec_id());  // answers now or at the exit
+  if (!st.ok()) ReplyError(id, st);
 }
 
 void AgentService::DoSignal(uint32_t id, const std::string& payload) {
   grpc::SignalProcessRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  if (req.signal() >= static_cast<uint32_t>(NSIG))
-    return ReplyError(id, InvalidArgument("bad signal " + std::to_string(req.signal())));
-  int sig = static_cast<int>(req.signal());
-  // The process leads its own session and group: signal the whole group.
-  if (::kill(-p->pid, sig) != 0) {
-    int e = errno;
-    if (e == ESRCH && !p->exited && ::kill(p->pid, sig) == 0) e = 0;
-    if (e != 0 && !(e == ESRCH && p->exited)) return ReplyError(id, ErrnoStatus(e, "kill"));
-  }
+  Status st = procs_.Signal(req.container_id(), req.exec_id(), req.signal());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoWriteStdin(uint32_t id, const std::string& payload) {
   grpc::WriteStreamRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  if (p->stdin_broken) return ReplyError(id, FailedPrecondition("the process closed its stdin"));
-  if (p->stdin_close_requested || !p->stdin_fd) return ReplyError(id, FailedPrecondition("stdin is closed"));
-  std::string_view data = req.data();
-  size_t accepted = 0;
-  if (p->stdin_buf.empty() && !data.empty()) {
-    ssize_t n;
-    do {
-      n = ::write(p->stdin_fd.get(), data.data(), data.size());
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      accepted = static_cast<size_t>(n);
-      data.remove_prefix(accepted);
-    } else if (n < 0 && errno != EAGAIN) {
-      int e = errno;
-      p->stdin_broken = true;
-      p->stdin_fd.reset();
-      if (e == EPIPE) return ReplyError(id, FailedPrecondition("the process closed its stdin"));
-      return ReplyError(id, ErrnoStatus(e, "write stdin"));
-    }
-  }
-  size_t room = opt_.max_stdin_buffer - std::min(opt_.max_stdin_buffer, p->stdin_buf.size());
-  size_t take = std::min(room, data.size());
-  p->stdin_buf.append(data.substr(0, take));
-  accepted += take;
+  Result<size_t> accepted = procs_.WriteStdin(req.container_id(), req.exec_id(), req.data());
+  if (!accepted.ok()) return ReplyError(id, accepted.status());
   grpc::WriteStreamResponse resp;
-  resp.set_len(static_cast<uint32_t>(accepted));
+  resp.set_len(static_cast<uint32_t>(*accepted));
   ReplyOk(id, resp.SerializeAsString());
-}
-
-void AgentService::DoCloseStdin(uint32_t id, const std::string& payload) {
-  grpc::CloseStdinRequest req;
-  if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  p->stdin_close_requested = true;
-  if (p->stdin_buf.empty()) p->stdin_fd.reset();
-  ReplyOk(id, grpc::Empty().SerializeAsString());
-}
-
-void AgentService::FlushStdin(Proc* p) {
-  while (!p->stdin_buf.empty() && p->stdin_fd) {
-    ssize_t n = ::write(p->stdin_fd.get(), p->stdin_buf.data(), p->stdin_buf.size());
-    if (n > 0) {
-      p->stdin_buf.erase(0, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    p->stdin_broken = true;  // EPIPE or worse: nobody reads any more
-    p->stdin_buf.clear();
-    p->stdin_fd.reset();
-  }
-  if (p->stdin_buf.empty() && p->stdin_close_requested) p->stdin_fd.reset();
 }
 
 void AgentService::DoRead(uint32_t id, const std::string& payload, bool stderr_stream) {
   grpc::ReadStreamRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  OutStream* s = stderr_stream ? &p->err : &p->out;
-  FillOutput(s);
-  s->waiters.emplace_back(id, req.len());
-  ServeReaders(s);
+  auto stream = stderr_stream ? ProcessTable::Stream::kStderr : ProcessTable::Stream::kStdout;
+  Status st = procs_.Read(id, req.container_id(), req.exec_id(), stream, req.len());  // now or later
+  if (!st.ok()) ReplyError(id, st);
 }
 
-void AgentService::FillOutput(OutStream* s) {
-  while (s->fd && s->buf.size() < opt_.max_output_buffer) {
-    size_t want = std::min<size_t>(opt_.max_output_buffer - s->buf.size(), 256 * 1024);
-    size_t old = s->buf.size();
-    s->buf.resize(old + want);
-    ssize_t n = ::read(s->fd.get(), s->buf.data() + old, want);
-    s->buf.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    if (n < 0) Log("reading a process pipe: %s", std::strerror(errno));
-    s->eof = true;
-    s->fd.reset();
-  }
-}
-
-std::string AgentService::TakeOutput(OutStream* s, uint32_t len) {
-  size_t n = len == 0 ? opt_.max_output_buffer : std::min<size_t>(len, opt_.max_output_buffer);
-  n = std::min(n, s->buf.size());
-  grpc::ReadStreamResponse resp;
-  resp.set_data(s->buf.substr(0, n));
-  s->buf.erase(0, n);
-  return resp.SerializeAsString();
-}
-
-void AgentService::ServeReaders(OutStream* s) {
-  while (!s->waiters.empty()) {
-    auto [id, len] = s->waiters.front();
-    if (!s->buf.empty()) {
-      s->waiters.pop_front();
-      ReplyOk(id, TakeOutput(s, len));
-      FillOutput(s);  // room again: take what the pipe holds now
-    } else if (s->eof) {
-      s->waiters.pop_front();
-      s->eof_delivered = true;
-      ReplyOk(id, grpc::ReadStreamResponse().SerializeAsString());
-    } else {
-      return;
-    }
-  }
-}
-
-void AgentService::OnExit(Proc* p, int wstatus) {
-  p->exited = true;
-  p->exit_time = Clock::now();
-  if (WIFEXITED(wstatus)) {
-    p->exit_status = WEXITSTATUS(wstatus);
-  } else if (WIFSIGNALED(wstatus)) {
-    p->exit_status = 128 + WTERMSIG(wstatus);
-  } else {
-    p->exit_status = 255;
-  }
-  grpc::WaitProcessResponse resp;
-  resp.set_status(p->exit_status);
-  std::string bytes = resp.SerializeAsString();
-  std::vector<uint32_t> waiters;
-  waiters.swap(p->wait_waiters);
-  for (uint32_t id : waiters) {
-    p->wait_answered = true;
-    ReplyOk(id, bytes);
-  }
-}
-
-void AgentService::ReapChildren() {
-  if (opt_.reap_all_children) {
-    while (true) {
-      int st;
-      pid_t pid = ::waitpid(-1, &st, WNOHANG);
-      if (pid < 0 && errno == EINTR) continue;
-      if (pid <= 0) break;
-      for (auto& [key, p] : procs_) {
-        if (p->pid == pid && !p->exited) {
-          OnExit(p.get(), st);
-          break;
-        }
-      }
-    }
-    return;
-  }
-  for (auto& [key, p] : procs_) {
-    if (p->exited) continue;
-    int st;
-    pid_t r = ::waitpid(p->pid, &st, WNOHANG);
-    if (r == p->pid) OnExit(p.get(), st);
-  }
-}
-
-void AgentService::CollectGarbage() {
-  auto now = Clock::now();
-  for (auto it = procs_.begin(); it != procs_.end();) {
-    Proc* p = it->second.get();
-    bool done = p->exited && p->wait_answered && p->out.eof_delivered && p->err.eof_delivered;
-    bool expired = p->exited && now - p->exit_time >= opt_.forget_grace;
-    if (!done && !expired) {
-      ++it;
-      continue;
-    }
-    for (OutStream* s : {&p->out, &p->err})
-      for (auto& [id, len] : s->waiters) ReplyError(id, Status(Code::kAborted, "process forgotten"));
-    it = procs_.erase(it);
-    poll_refs_.clear();
-  }
-}
-
-void AgentService::AddPollFds(std::vector<pollfd>* fds) {
-  poll_refs_.clear();
-  for (auto& [key, p] : procs_) {
-    Proc* proc = p.get();
-    if (proc->stdin_fd && !proc->stdin_buf.empty()) {
-      fds->push_back({proc->stdin_fd.get(), POLLOUT, 0});
-      poll_refs_.push_back({proc, PollKind::kStdin, proc->stdin_fd.get()});
-    }
-    if (proc->out.fd && proc->out.buf.size() < opt_.max_output_buffer) {
-      fds->push_back({proc->out.fd.get(), POLLIN, 0});
-      poll_refs_.push_back({proc, PollKind::kStdout, proc->out.fd.get()});
-    }
-    if (proc->err.fd && proc->err.buf.size() < opt_.max_output_buffer) {
-      fds->push_back({proc->err.fd.get(), POLLIN, 0});
-      poll_refs_.push_back({proc, PollKind::kStderr, proc->err.fd.get()});
-    }
-  }
-}
-
-void AgentService::HandlePollFds(const pollfd* fds, size_t count) {
-  if (count != poll_refs_.size()) return;  // processes changed since AddPollFds
-  std::vector<PollRef> refs;
-  refs.swap(poll_refs_);
-  for (size_t i = 0; i < count; ++i) {
-    if (fds[i].revents == 0) continue;
-    PollRef& r = refs[i];
-    Proc* p = r.proc;
-    switch (r.kind) {
-      case PollKind::kStdin:
-        if (p->stdin_fd.get() == r.fd) FlushStdin(p);
-        break;
-      case PollKind::kStdout:
-      case PollKind::kStderr: {
-        OutStream* s = r.kind == PollKind::kStdout ? &p->out : &p->err;
-        if (s->fd.get() != r.fd) break;
-        FillOutput(s);
-        ServeReaders(s);
-        break;
-      }
-    }
-  }
+void AgentService::DoCloseStdin(uint32_t id, const std::string& payload) {
+  grpc::CloseStdinRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Status st = procs_.CloseStdin(req.container_id(), req.exec_id());
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 // ---------------------------------------------------------------- guest management
