@@ -1,6 +1,6 @@
 // TestPeer: a host-side ttrpc peer for driving a ChannelServer in-process over
 // a socketpair, one loop iteration at a time (no threads). Header-only and
-// gtest-free; used by tests/unit/agent_*_test.cc, never by the agent binary.
+// gtest-free; used by the agent tests next to it (tests/unit/agent_*_test.cc).
 //
 //   TestPeer peer;
 //   ::ttrpc::Response r = peer.Call("grpc.Health", "Check", grpc::CheckRequest());
