@@ -8,6 +8,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <google/protobuf/message_lite.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,8 +21,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <google/protobuf/message_lite.h>
 
 #include "server.h"
 #include "ttrpc.pb.h"
@@ -98,8 +97,8 @@ class TestPeer {
     }
   }
 
-  std::optional<::ttrpc::Response> WaitResponse(uint32_t id,
-                                                std::chrono::milliseconds timeout = std::chrono::milliseconds(2500)) {
+  std::optional<::ttrpc::Response> WaitResponse(
+      uint32_t id, std::chrono::milliseconds timeout = std::chrono::milliseconds(2500)) {
     std::optional<ttrpc::Frame> f = WaitFrame(id, timeout);
     if (!f) return std::nullopt;
     ::ttrpc::Response r;
