@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "log.h"
-#include "service.h"
+#include "spawn.h"
 
 namespace vmf::agent {
 namespace {

@@ -1,26 +1,13 @@
 #include "service.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <linux/random.h>
-#include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
-#include <thread>
+#include <utility>
 
 #include "agent.pb.h"
+#include "guest_ops.h"
 #include "health.pb.h"
-#include "log.h"
+#include "spawn.h"
 #include "ttrpc/wire.h"
 
 #ifndef VMF_VERSION
@@ -33,244 +20,23 @@ namespace {
 constexpr char kAgentService[] = "grpc.AgentService";
 constexpr char kHealthService[] = "grpc.Health";
 
-// ---------------------------------------------------------------- spawning
-
-// Stages reported by a child that failed between fork and exec.
-enum ChildStage : int { kStageSetsid = 1, kStageDup, kStageSetgid, kStageSetuid, kStageChdir, kStageExec };
-
-const char* StageName(int stage) {
-  switch (stage) {
-    case kStageSetsid:
-      return "setsid";
-    case kStageDup:
-      return "dup2";
-    case kStageSetgid:
-      return "setgid";
-    case kStageSetuid:
-      return "setuid";
-    case kStageChdir:
-      return "chdir";
-    default:
-      return "exec";
-  }
+GuestOps::Options GuestOptions(const AgentService::Options& o) {
+  GuestOps::Options g;
+  g.sysfs_root = o.sysfs_root;
+  g.random_device = o.random_device;
+  g.online_wait = o.online_wait;
+  g.allow_system_changes = o.allow_system_changes;
+  return g;
 }
 
-// A pipe whose ends are CLOEXEC and not 0, 1 or 2 (so dup2 onto the standard
-// fds in the child never clobbers another pipe end).
-Status MakePipe(UniqueFd* read_end, UniqueFd* write_end) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
-  for (int i = 0; i < 2; ++i) {
-    if (p[i] >= 3) continue;
-    int moved = ::fcntl(p[i], F_DUPFD_CLOEXEC, 3);
-    int err = errno;
-    ::close(p[i]);
-    p[i] = moved;
-    if (moved < 0) {
-      if (p[1 - i] >= 0) ::close(p[1 - i]);
-      return ErrnoStatus(err, "fcntl(F_DUPFD_CLOEXEC)");
-    }
-  }
-  read_end->reset(p[0]);
-  write_end->reset(p[1]);
-  return OkStatus();
-}
-
-void SetNonBlocking(int fd) {
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl >= 0) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-[[noreturn]] void ChildFail(int fd, int stage, int err) {
-  int msg[2] = {stage, err};
-  ssize_t unused = ::write(fd, msg, sizeof(msg));
-  (void)unused;
-  ::_exit(127);
-}
-
-// Runs in the forked child: only async-signal-safe calls from here on.
-[[noreturn]] void ChildExec(int in_fd, int out_fd, int err_fd, int report_fd, uid_t uid, gid_t gid,
-                            const char* cwd, char* const* argv, char* const* envp,
-                            const std::vector<const char*>& candidates) {
-  if (::setsid() < 0) ChildFail(report_fd, kStageSetsid, errno);
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &sa, nullptr);  // EINVAL for KILL/STOP: fine
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-
-  // The pipe ends are all >= 3 (MakePipe), so these dup2 cannot collide.
-  if (::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(err_fd, 2) < 0)
-    ChildFail(report_fd, kStageDup, errno);
-
-  if (gid != 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0) ChildFail(report_fd, kStageSetgid, errno);
-  }
-  if (uid != 0) {
-    if (::setuid(uid) != 0) ChildFail(report_fd, kStageSetuid, errno);
-  }
-  if (::chdir(cwd) != 0) ChildFail(report_fd, kStageChdir, errno);
-
-  // Close every inherited fd except 0-2 and the report pipe (CLOEXEC).
-  bool closed = true;
-  if (report_fd > 3 && ::syscall(SYS_close_range, 3u, static_cast<unsigned>(report_fd - 1), 0u) != 0)
-    closed = false;
-  if (closed && ::syscall(SYS_close_range, static_cast<unsigned>(report_fd + 1), ~0u, 0u) != 0)
-    closed = false;
-  if (!closed) {
-    for (int fd = 3; fd < 65536; ++fd)
-      if (fd != report_fd) ::close(fd);
-  }
-
-  int saved = ENOENT;
-  for (const char* path : candidates) {
-    ::execve(path, argv, envp);
-    int e = errno;
-    if (e == ENOENT || e == ENOTDIR) continue;
-    saved = e;
-    if (e != EACCES) break;  // like execvp: remember EACCES but keep searching
-  }
-  ChildFail(report_fd, kStageExec, saved);
-}
-
-struct Spawned {
-  pid_t pid = -1;
-  UniqueFd in, out, err;
-};
-
-Result<Spawned> Spawn(const grpc::Process& proc) {
-  std::vector<std::string> args(proc.args().begin(), proc.args().end());
-  std::vector<std::string> env(proc.env().begin(), proc.env().end());
-  if (env.empty()) {
-    env.push_back(std::string("PATH=") + kDefaultPath);
-    env.push_back("HOME=/root");
-  }
-  std::string path_var = kDefaultPath;
-  for (const std::string& e : env)
-    if (e.rfind("PATH=", 0) == 0) path_var = e.substr(5);
-  for (const std::string& a : args)
-    if (a.find('\0') != std::string::npos) return InvalidArgument("argument contains a NUL byte");
-  for (const std::string& e : env)
-    if (e.find('\0') != std::string::npos) return InvalidArgument("environment contains a NUL byte");
-  std::string cwd = proc.cwd().empty() ? "/" : proc.cwd();
-  if (cwd.find('\0') != std::string::npos) return InvalidArgument("cwd contains a NUL byte");
-
-  // Everything the child needs is built before fork().
-  std::vector<std::string> cand_store;
-  if (args[0].find('/') != std::string::npos) {
-    cand_store.push_back(args[0]);
-  } else {
-    size_t start = 0;
-    while (true) {
-      size_t colon = path_var.find(':', start);
-      std::string dir =
-          path_var.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-      if (dir.empty()) dir = ".";
-      cand_store.push_back(dir + "/" + args[0]);
-      if (colon == std::string::npos) break;
-      start = colon + 1;
-    }
-  }
-  std::vector<const char*> candidates;
-  for (const std::string& c : cand_store) candidates.push_back(c.c_str());
-  std::vector<char*> argv, envp;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (std::string& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  UniqueFd in_r, in_w, out_r, out_w, err_r, err_w, rep_r, rep_w;
-  VMF_RETURN_IF_ERROR(MakePipe(&in_r, &in_w));
-  VMF_RETURN_IF_ERROR(MakePipe(&out_r, &out_w));
-  VMF_RETURN_IF_ERROR(MakePipe(&err_r, &err_w));
-  VMF_RETURN_IF_ERROR(MakePipe(&rep_r, &rep_w));
-
-  uid_t uid = proc.has_user() ? proc.user().uid() : 0;
-  gid_t gid = proc.has_user() ? proc.user().gid() : 0;
-  pid_t pid = ::fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork");
-  if (pid == 0) {
-    ChildExec(in_r.get(), out_w.get(), err_w.get(), rep_w.get(), uid, gid, cwd.c_str(), argv.data(),
-              envp.data(), candidates);
-  }
-  in_r.reset();
-  out_w.reset();
-  err_w.reset();
-  rep_w.reset();
-
-  int msg[2] = {0, 0};
-  size_t got = 0;
-  while (got < sizeof(msg)) {
-    ssize_t n = ::read(rep_r.get(), reinterpret_cast<char*>(msg) + got, sizeof(msg) - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  if (got > 0) {
-    int st;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    if (got < sizeof(msg)) return Internal("exec " + args[0] + ": child failed before exec");
-    std::string what = std::string(StageName(msg[0])) + " " + (msg[0] == kStageChdir ? cwd : args[0]);
-    return ErrnoStatus(msg[1], what);
-  }
-  SetNonBlocking(in_w.get());
-  SetNonBlocking(out_r.get());
-  SetNonBlocking(err_r.get());
-  Spawned s;
-  s.pid = pid;
-  s.in = std::move(in_w);
-  s.out = std::move(out_r);
-  s.err = std::move(err_r);
-  return s;
-}
-
-// ---------------------------------------------------------------- sysfs helpers
-
-bool ReadSmallFile(const std::string& path, std::string* out) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return false;
-  char buf[256];
-  ssize_t n;
-  do {
-    n = ::read(fd.get(), buf, sizeof(buf));
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return false;
-  out->assign(buf, static_cast<size_t>(n));
-  while (!out->empty() && (out->back() == '\n' || out->back() == ' ')) out->pop_back();
-  return true;
-}
-
-Status WriteSmallFile(const std::string& path, std::string_view data) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus(errno, "open " + path);
-  ssize_t n;
-  do {
-    n = ::write(fd.get(), data.data(), data.size());
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return ErrnoStatus(errno, "write " + path);
-  return OkStatus();
-}
-
-// Names "<prefix><digits>" in dir, sorted by number.
-std::vector<std::string> NumberedEntries(const std::string& dir, std::string_view prefix) {
-  std::vector<std::pair<unsigned long, std::string>> found;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return {};
-  while (struct dirent* e = ::readdir(d)) {
-    std::string_view name(e->d_name);
-    if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) continue;
-    std::string_view num = name.substr(prefix.size());
-    if (!std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
-    found.emplace_back(std::strtoul(std::string(num).c_str(), nullptr, 10), std::string(name));
-  }
-  ::closedir(d);
-  std::sort(found.begin(), found.end());
-  std::vector<std::string> names;
-  for (auto& f : found) names.push_back(std::move(f.second));
-  return names;
+ProcessTable::Limits TableLimits(const AgentService::Options& o) {
+  ProcessTable::Limits l;
+  l.max_processes = o.max_processes;
+  l.max_output_buffer = o.max_output_buffer;
+  l.max_stdin_buffer = o.max_stdin_buffer;
+  l.forget_grace = o.forget_grace;
+  l.reap_all_children = o.reap_all_children;
+  return l;
 }
 
 }  // namespace
@@ -280,18 +46,28 @@ std::vector<std::string> NumberedEntries(const std::string& dir, std::string_vie
 AgentService::AgentService(ReplyFn reply) : AgentService(std::move(reply), Options()) {}
 
 AgentService::AgentService(ReplyFn reply, Options options)
-    : reply_(std::move(reply)), opt_(std::move(options)) {}
+    : reply_(std::move(reply)),
+      opt_(std::move(options)),
+      guest_(GuestOptions(opt_)),
+      procs_(TableAnswers(), TableLimits(opt_)) {}
 
-AgentService::~AgentService() {
-  for (auto& [key, p] : procs_) {
-    if (p->exited) continue;
-    ::kill(-p->pid, SIGKILL);
-    ::kill(p->pid, SIGKILL);
-    int st;
-    while (::waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
-    }
-  }
+ProcessTable::Answers AgentService::TableAnswers() {
+  ProcessTable::Answers a;
+  a.read = [this](uint32_t id, std::string data) {
+    grpc::ReadStreamResponse resp;
+    resp.set_data(std::move(data));
+    ReplyOk(id, resp.SerializeAsString());
+  };
+  a.wait = [this](uint32_t id, int exit_status) {
+    grpc::WaitProcessResponse resp;
+    resp.set_status(exit_status);
+    ReplyOk(id, resp.SerializeAsString());
+  };
+  a.failed = [this](uint32_t id, const Status& status) { ReplyError(id, status); };
+  return a;
 }
+
+AgentService::~AgentService() = default;
 
 void AgentService::ReplyOk(uint32_t id, const std::string& payload) {
   ::ttrpc::Response r;
@@ -308,15 +84,6 @@ bool AgentService::Parse(uint32_t id, const std::string& payload, Req* req) {
   if (req->ParseFromString(payload)) return true;
   ReplyError(id, InvalidArgument("cannot parse " + req->GetTypeName()));
   return false;
-}
-
-AgentService::Proc* AgentService::Find(const std::string& container_id, const std::string& exec_id) {
-  auto it = procs_.find(Key(container_id, exec_id));
-  return it == procs_.end() ? nullptr : it->second.get();
-}
-
-static Status UnknownProcess(const std::string& cid, const std::string& eid) {
-  return NotFound("no process " + cid + "/" + eid);
 }
 
 void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
@@ -361,295 +128,76 @@ void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
   ReplyError(id, Unimplemented("unknown method " + req.service() + "/" + m));
 }
 
-void AgentService::DropDeferred() {
-  for (auto& [key, p] : procs_) {
-    p->out.waiters.clear();
-    p->err.waiters.clear();
-    p->wait_waiters.clear();
-  }
-}
+void AgentService::DropDeferred() { procs_.DropDeferred(); }
 
-size_t AgentService::deferred_count() const {
-  size_t n = 0;
-  for (auto& [key, p] : procs_) n += p->out.waiters.size() + p->err.waiters.size() + p->wait_waiters.size();
-  return n;
-}
+size_t AgentService::deferred_count() const { return procs_.deferred_count(); }
+
+void AgentService::AddPollFds(std::vector<pollfd>* fds) { procs_.AddPollFds(fds); }
+
+void AgentService::HandlePollFds(const pollfd* fds, size_t count) { procs_.HandlePollFds(fds, count); }
+
+void AgentService::ReapChildren() { procs_.ReapChildren(); }
+
+void AgentService::CollectGarbage() { procs_.CollectGarbage(); }
 
 // ---------------------------------------------------------------- processes
 
 void AgentService::DoExec(uint32_t id, const std::string& payload) {
   grpc::ExecProcessRequest req;
   if (!Parse(id, payload, &req)) return;
-  Key key(req.container_id(), req.exec_id());
-  if (procs_.count(key) != 0)
-    return ReplyError(id, AlreadyExists("process " + key.first + "/" + key.second + " exists"));
+  // The checks keep this order: it decides which error a bad request gets.
+  Status st = procs_.CheckNew(req.container_id(), req.exec_id());
+  if (!st.ok()) return ReplyError(id, st);
   if (req.process().args_size() == 0) return ReplyError(id, InvalidArgument("empty Args"));
   if (req.process().terminal()) return ReplyError(id, InvalidArgument("terminal not supported"));
-  if (procs_.size() >= opt_.max_processes)
-    return ReplyError(id, ResourceExhausted("too many processes (" + std::to_string(procs_.size()) + ")"));
+  st = procs_.CheckRoom();
+  if (!st.ok()) return ReplyError(id, st);
   if (!opt_.allow_exec) return ReplyError(id, Status(Code::kPermissionDenied, "ExecProcess is disabled"));
   Result<Spawned> s = Spawn(req.process());
   if (!s.ok()) return ReplyError(id, s.status());
-  auto p = std::make_unique<Proc>();
-  p->container_id = key.first;
-  p->exec_id = key.second;
-  p->pid = s->pid;
-  p->stdin_fd = std::move(s->in);
-  p->out.fd = std::move(s->out);
-  p->err.fd = std::move(s->err);
-  procs_.emplace(key, std::move(p));
-  poll_refs_.clear();  // procs_ changed: a stale AddPollFds range is ignored
+  procs_.Add(req.container_id(), req.exec_id(), std::move(*s));
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoWait(uint32_t id, const std::string& payload) {
   grpc::WaitProcessRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  if (!p->exited) {
-    p->wait_waiters.push_back(id);
-    return;
-  }
-  grpc::WaitProcessResponse resp;
-  resp.set_status(p->exit_status);
-  p->wait_answered = true;
-  ReplyOk(id, resp.SerializeAsString());
+  Status st = procs_.Wait(id, req.container_id(), req.exec_id());  // answers now or at the exit
+  if (!st.ok()) ReplyError(id, st);
 }
 
 void AgentService::DoSignal(uint32_t id, const std::string& payload) {
   grpc::SignalProcessRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  if (req.signal() >= static_cast<uint32_t>(NSIG))
-    return ReplyError(id, InvalidArgument("bad signal " + std::to_string(req.signal())));
-  int sig = static_cast<int>(req.signal());
-  // The process leads its own session and group: signal the whole group.
-  if (::kill(-p->pid, sig) != 0) {
-    int e = errno;
-    if (e == ESRCH && !p->exited && ::kill(p->pid, sig) == 0) e = 0;
-    if (e != 0 && !(e == ESRCH && p->exited)) return ReplyError(id, ErrnoStatus(e, "kill"));
-  }
+  Status st = procs_.Signal(req.container_id(), req.exec_id(), req.signal());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoWriteStdin(uint32_t id, const std::string& payload) {
   grpc::WriteStreamRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  if (p->stdin_broken) return ReplyError(id, FailedPrecondition("the process closed its stdin"));
-  if (p->stdin_close_requested || !p->stdin_fd) return ReplyError(id, FailedPrecondition("stdin is closed"));
-  std::string_view data = req.data();
-  size_t accepted = 0;
-  if (p->stdin_buf.empty() && !data.empty()) {
-    ssize_t n;
-    do {
-      n = ::write(p->stdin_fd.get(), data.data(), data.size());
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      accepted = static_cast<size_t>(n);
-      data.remove_prefix(accepted);
-    } else if (n < 0 && errno != EAGAIN) {
-      int e = errno;
-      p->stdin_broken = true;
-      p->stdin_fd.reset();
-      if (e == EPIPE) return ReplyError(id, FailedPrecondition("the process closed its stdin"));
-      return ReplyError(id, ErrnoStatus(e, "write stdin"));
-    }
-  }
-  size_t room = opt_.max_stdin_buffer - std::min(opt_.max_stdin_buffer, p->stdin_buf.size());
-  size_t take = std::min(room, data.size());
-  p->stdin_buf.append(data.substr(0, take));
-  accepted += take;
+  Result<size_t> accepted = procs_.WriteStdin(req.container_id(), req.exec_id(), req.data());
+  if (!accepted.ok()) return ReplyError(id, accepted.status());
   grpc::WriteStreamResponse resp;
-  resp.set_len(static_cast<uint32_t>(accepted));
+  resp.set_len(static_cast<uint32_t>(*accepted));
   ReplyOk(id, resp.SerializeAsString());
-}
-
-void AgentService::DoCloseStdin(uint32_t id, const std::string& payload) {
-  grpc::CloseStdinRequest req;
-  if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  p->stdin_close_requested = true;
-  if (p->stdin_buf.empty()) p->stdin_fd.reset();
-  ReplyOk(id, grpc::Empty().SerializeAsString());
-}
-
-void AgentService::FlushStdin(Proc* p) {
-  while (!p->stdin_buf.empty() && p->stdin_fd) {
-    ssize_t n = ::write(p->stdin_fd.get(), p->stdin_buf.data(), p->stdin_buf.size());
-    if (n > 0) {
-      p->stdin_buf.erase(0, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    p->stdin_broken = true;  // EPIPE or worse: nobody reads any more
-    p->stdin_buf.clear();
-    p->stdin_fd.reset();
-  }
-  if (p->stdin_buf.empty() && p->stdin_close_requested) p->stdin_fd.reset();
 }
 
 void AgentService::DoRead(uint32_t id, const std::string& payload, bool stderr_stream) {
   grpc::ReadStreamRequest req;
   if (!Parse(id, payload, &req)) return;
-  Proc* p = Find(req.container_id(), req.exec_id());
-  if (p == nullptr) return ReplyError(id, UnknownProcess(req.container_id(), req.exec_id()));
-  OutStream* s = stderr_stream ? &p->err : &p->out;
-  FillOutput(s);
-  s->waiters.emplace_back(id, req.len());
-  ServeReaders(s);
+  auto stream = stderr_stream ? ProcessTable::Stream::kStderr : ProcessTable::Stream::kStdout;
+  Status st = procs_.Read(id, req.container_id(), req.exec_id(), stream, req.len());  // now or later
+  if (!st.ok()) ReplyError(id, st);
 }
 
-void AgentService::FillOutput(OutStream* s) {
-  while (s->fd && s->buf.size() < opt_.max_output_buffer) {
-    size_t want = std::min<size_t>(opt_.max_output_buffer - s->buf.size(), 256 * 1024);
-    size_t old = s->buf.size();
-    s->buf.resize(old + want);
-    ssize_t n = ::read(s->fd.get(), s->buf.data() + old, want);
-    s->buf.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    if (n < 0) Log("reading a process pipe: %s", std::strerror(errno));
-    s->eof = true;
-    s->fd.reset();
-  }
-}
-
-std::string AgentService::TakeOutput(OutStream* s, uint32_t len) {
-  size_t n = len == 0 ? opt_.max_output_buffer : std::min<size_t>(len, opt_.max_output_buffer);
-  n = std::min(n, s->buf.size());
-  grpc::ReadStreamResponse resp;
-  resp.set_data(s->buf.substr(0, n));
-  s->buf.erase(0, n);
-  return resp.SerializeAsString();
-}
-
-void AgentService::ServeReaders(OutStream* s) {
-  while (!s->waiters.empty()) {
-    auto [id, len] = s->waiters.front();
-    if (!s->buf.empty()) {
-      s->waiters.pop_front();
-      ReplyOk(id, TakeOutput(s, len));
-      FillOutput(s);  // room again: take what the pipe holds now
-    } else if (s->eof) {
-      s->waiters.pop_front();
-      s->eof_delivered = true;
-      ReplyOk(id, grpc::ReadStreamResponse().SerializeAsString());
-    } else {
-      return;
-    }
-  }
-}
-
-void AgentService::OnExit(Proc* p, int wstatus) {
-  p->exited = true;
-  p->exit_time = Clock::now();
-  if (WIFEXITED(wstatus)) {
-    p->exit_status = WEXITSTATUS(wstatus);
-  } else if (WIFSIGNALED(wstatus)) {
-    p->exit_status = 128 + WTERMSIG(wstatus);
-  } else {
-    p->exit_status = 255;
-  }
-  grpc::WaitProcessResponse resp;
-  resp.set_status(p->exit_status);
-  std::string bytes = resp.SerializeAsString();
-  std::vector<uint32_t> waiters;
-  waiters.swap(p->wait_waiters);
-  for (uint32_t id : waiters) {
-    p->wait_answered = true;
-    ReplyOk(id, bytes);
-  }
-}
-
-void AgentService::ReapChildren() {
-  if (opt_.reap_all_children) {
-    while (true) {
-      int st;
-      pid_t pid = ::waitpid(-1, &st, WNOHANG);
-      if (pid < 0 && errno == EINTR) continue;
-      if (pid <= 0) break;
-      for (auto& [key, p] : procs_) {
-        if (p->pid == pid && !p->exited) {
-          OnExit(p.get(), st);
-          break;
-        }
-      }
-    }
-    return;
-  }
-  for (auto& [key, p] : procs_) {
-    if (p->exited) continue;
-    int st;
-    pid_t r = ::waitpid(p->pid, &st, WNOHANG);
-    if (r == p->pid) OnExit(p.get(), st);
-  }
-}
-
-void AgentService::CollectGarbage() {
-  auto now = Clock::now();
-  for (auto it = procs_.begin(); it != procs_.end();) {
-    Proc* p = it->second.get();
-    bool done = p->exited && p->wait_answered && p->out.eof_delivered && p->err.eof_delivered;
-    bool expired = p->exited && now - p->exit_time >= opt_.forget_grace;
-    if (!done && !expired) {
-      ++it;
-      continue;
-    }
-    for (OutStream* s : {&p->out, &p->err})
-      for (auto& [id, len] : s->waiters) ReplyError(id, Status(Code::kAborted, "process forgotten"));
-    it = procs_.erase(it);
-    poll_refs_.clear();
-  }
-}
-
-void AgentService::AddPollFds(std::vector<pollfd>* fds) {
-  poll_refs_.clear();
-  for (auto& [key, p] : procs_) {
-    Proc* proc = p.get();
-    if (proc->stdin_fd && !proc->stdin_buf.empty()) {
-      fds->push_back({proc->stdin_fd.get(), POLLOUT, 0});
-      poll_refs_.push_back({proc, PollKind::kStdin, proc->stdin_fd.get()});
-    }
-    if (proc->out.fd && proc->out.buf.size() < opt_.max_output_buffer) {
-      fds->push_back({proc->out.fd.get(), POLLIN, 0});
-      poll_refs_.push_back({proc, PollKind::kStdout, proc->out.fd.get()});
-    }
-    if (proc->err.fd && proc->err.buf.size() < opt_.max_output_buffer) {
-      fds->push_back({proc->err.fd.get(), POLLIN, 0});
-      poll_refs_.push_back({proc, PollKind::kStderr, proc->err.fd.get()});
-    }
-  }
-}
-
-void AgentService::HandlePollFds(const pollfd* fds, size_t count) {
-  if (count != poll_refs_.size()) return;  // processes changed since AddPollFds
-  std::vector<PollRef> refs;
-  refs.swap(poll_refs_);
-  for (size_t i = 0; i < count; ++i) {
-    if (fds[i].revents == 0) continue;
-    PollRef& r = refs[i];
-    Proc* p = r.proc;
-    switch (r.kind) {
-      case PollKind::kStdin:
-        if (p->stdin_fd.get() == r.fd) FlushStdin(p);
-        break;
-      case PollKind::kStdout:
-      case PollKind::kStderr: {
-        OutStream* s = r.kind == PollKind::kStdout ? &p->out : &p->err;
-        if (s->fd.get() != r.fd) break;
-        FillOutput(s);
-        ServeReaders(s);
-        break;
-      }
-    }
-  }
+void AgentService::DoCloseStdin(uint32_t id, const std::string& payload) {
+  grpc::CloseStdinRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Status st = procs_.CloseStdin(req.container_id(), req.exec_id());
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 // ---------------------------------------------------------------- guest management
@@ -657,72 +205,26 @@ void AgentService::HandlePollFds(const pollfd* fds, size_t count) {
 void AgentService::DoOnlineCpuMem(uint32_t id, const std::string& payload) {
   grpc::OnlineCPUMemRequest req;
   if (!Parse(id, payload, &req)) return;
-  const std::string cpu_dir = opt_.sysfs_root + "/devices/system/cpu";
-  const std::string mem_dir = opt_.sysfs_root + "/devices/system/memory";
-  uint32_t onlined = 0;
-  const uint32_t want = req.nb_cpus();
-  auto deadline = Clock::now() + opt_.online_wait;
-  while (true) {
-    for (const std::string& cpu : NumberedEntries(cpu_dir, "cpu")) {
-      if (want != 0 && onlined >= want) break;
-      std::string path = cpu_dir + "/" + cpu + "/online", state;
-      if (!ReadSmallFile(path, &state) || state != "0") continue;
-      Status st = WriteSmallFile(path, "1");
-      if (st.ok()) {
-        ++onlined;
-      } else {
-        Log("onlining %s: %s", cpu.c_str(), st.ToString().c_str());
-      }
-    }
-    if (!req.cpu_only()) {
-      for (const std::string& mem : NumberedEntries(mem_dir, "memory")) {
-        std::string path = mem_dir + "/" + mem + "/state", state;
-        if (!ReadSmallFile(path, &state) || state != "offline") continue;
-        Status st = WriteSmallFile(path, "online");
-        if (!st.ok()) Log("onlining %s: %s", mem.c_str(), st.ToString().c_str());
-      }
-    }
-    if (!req.wait() || want == 0 || onlined >= want || Clock::now() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (req.wait() && want != 0 && onlined < want) {
-    return ReplyError(
-        id, DeadlineExceeded("onlined " + std::to_string(onlined) + " of " + std::to_string(want) + " CPUs"));
-  }
+  Status st = guest_.OnlineCpuMem(req.nb_cpus(), req.wait(), req.cpu_only());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoReseed(uint32_t id, const std::string& payload) {
   grpc::ReseedRandomDevRequest req;
   if (!Parse(id, payload, &req)) return;
-  if (req.data().empty()) return ReplyError(id, InvalidArgument("no seed data"));
-  UniqueFd fd(::open(opt_.random_device.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return ReplyError(id, ErrnoStatus(errno, "open " + opt_.random_device));
-  const std::string& data = req.data();
-  std::vector<char> mem(sizeof(rand_pool_info) + data.size());
-  auto* info = reinterpret_cast<rand_pool_info*>(mem.data());
-  info->entropy_count = static_cast<int>(std::min<size_t>(data.size() * 8, 1u << 30));
-  info->buf_size = static_cast<int>(data.size());
-  std::memcpy(mem.data() + sizeof(rand_pool_info), data.data(), data.size());
-  if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) return ReplyError(id, ErrnoStatus(errno, "RNDADDENTROPY"));
-  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return ReplyError(id, ErrnoStatus(errno, "RNDRESEEDCRNG"));
+  Status st = guest_.ReseedRandom(req.data());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoGuestDetails(uint32_t id, const std::string& payload) {
   grpc::GuestDetailsRequest req;
   if (!Parse(id, payload, &req)) return;
+  GuestOps::MemoryDetails mem = guest_.Memory(req.mem_block_size());
   grpc::GuestDetailsResponse resp;
-  const std::string mem_dir = opt_.sysfs_root + "/devices/system/memory";
-  if (req.mem_block_size()) {
-    std::string text;
-    if (ReadSmallFile(mem_dir + "/block_size_bytes", &text)) {
-      resp.set_mem_block_size_bytes(std::strtoull(text.c_str(), nullptr, 16));
-    } else {
-      Log("cannot read %s/block_size_bytes", mem_dir.c_str());
-    }
-  }
-  resp.set_support_mem_hotplug_probe(::access((mem_dir + "/probe").c_str(), F_OK) == 0);
+  resp.set_mem_block_size_bytes(mem.block_size_bytes);
+  resp.set_support_mem_hotplug_probe(mem.hotplug_probe);
   resp.mutable_agent_details()->set_version(VMF_VERSION);
   resp.mutable_agent_details()->set_init_daemon(::getpid() == 1);
   ReplyOk(id, resp.SerializeAsString());
@@ -731,25 +233,16 @@ void AgentService::DoGuestDetails(uint32_t id, const std::string& payload) {
 void AgentService::DoSetTime(uint32_t id, const std::string& payload) {
   grpc::SetGuestDateTimeRequest req;
   if (!Parse(id, payload, &req)) return;
-  if (req.usec() < 0 || req.usec() >= 1000000 || req.sec() < 0)
-    return ReplyError(id, InvalidArgument("bad time"));
-  struct timeval tv;
-  tv.tv_sec = static_cast<time_t>(req.sec());
-  tv.tv_usec = static_cast<suseconds_t>(req.usec());
-  if (!opt_.allow_system_changes) return ReplyOk(id, grpc::Empty().SerializeAsString());
-  if (::settimeofday(&tv, nullptr) != 0) return ReplyError(id, ErrnoStatus(errno, "settimeofday"));
+  Status st = guest_.SetClock(req.sec(), req.usec());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
 void AgentService::DoCreateSandbox(uint32_t id, const std::string& payload) {
   grpc::CreateSandboxRequest req;
   if (!Parse(id, payload, &req)) return;
-  const std::string& host = req.hostname();
-  if (host.size() > 64 || host.find('\0') != std::string::npos)
-    return ReplyError(id, InvalidArgument("bad hostname (at most 64 bytes)"));
-  if (!opt_.allow_system_changes) return ReplyOk(id, grpc::Empty().SerializeAsString());
-  if (!host.empty() && ::sethostname(host.data(), host.size()) != 0)
-    return ReplyError(id, ErrnoStatus(errno, "sethostname"));
+  Status st = guest_.SetHostname(req.hostname());
+  if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 

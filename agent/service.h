@@ -6,10 +6,17 @@
 // buffered and WaitProcess before the exit are deferred and answered from
 // HandlePollFds()/ReapChildren() when output, EOF or the exit arrives.
 //
+// This class is the dispatcher: it parses each request, checks it, calls the
+// part that does the job and turns the result into the reply. The jobs live
+// in spawn.h (fork/exec of one process), process_table.h (the processes it
+// starts: pipes, buffers, waiters, exits) and guest_ops.h (CPU/memory
+// onlining, RNG, clock, hostname, sysfs). An unparsable payload is answered
+// INVALID_ARGUMENT, an unknown service or method UNIMPLEMENTED.
+//
 // The service owns the processes it starts (pipes, buffers, pid). All buffers
 // are bounded: 1 MiB per output stream per process (the pipe is no longer
 // read while full), 1 MiB of pending stdin per process, and at most
-// Options::max_processes processes.
+// Options::max_processes processes (see process_table.h).
 //
 //   AgentService svc([&](uint32_t id, const ::ttrpc::Response& r) { Send(id, r); });
 //   svc.HandleRequest(3, request);          // may reply now or later
@@ -18,25 +25,19 @@
 #pragma once
 
 #include <poll.h>
-#include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <map>
-#include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "common/fd.h"
 #include "common/status.h"
+#include "guest_ops.h"
+#include "process_table.h"
 #include "ttrpc.pb.h"
 
 namespace vmf::agent {
-
-inline constexpr char kDefaultPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 class AgentService {
  public:
@@ -95,35 +96,6 @@ class AgentService {
   size_t deferred_count() const;
 
  private:
-  struct OutStream {
-    UniqueFd fd;
-    std::string buf;
-    bool eof = false;                                   // the pipe reached EOF (fd closed)
-    bool eof_delivered = false;                         // an empty read (EOF) was answered
-    std::deque<std::pair<uint32_t, uint32_t>> waiters;  // (stream id, len)
-  };
-  struct Proc {
-    std::string container_id, exec_id;
-    pid_t pid = -1;
-    UniqueFd stdin_fd;
-    std::string stdin_buf;
-    bool stdin_close_requested = false;
-    bool stdin_broken = false;
-    OutStream out, err;
-    bool exited = false;
-    int exit_status = 0;
-    Clock::time_point exit_time;
-    bool wait_answered = false;
-    std::vector<uint32_t> wait_waiters;
-  };
-  using Key = std::pair<std::string, std::string>;
-  enum class PollKind { kStdin, kStdout, kStderr };
-  struct PollRef {
-    Proc* proc;
-    PollKind kind;
-    int fd;
-  };
-
   void ReplyOk(uint32_t id, const std::string& payload);
   void ReplyError(uint32_t id, const Status& status);
   template <typename Req>
@@ -140,18 +112,13 @@ class AgentService {
   void DoGuestDetails(uint32_t id, const std::string& payload);
   void DoSetTime(uint32_t id, const std::string& payload);
   void DoCreateSandbox(uint32_t id, const std::string& payload);
-
-  Proc* Find(const std::string& container_id, const std::string& exec_id);
-  void FillOutput(OutStream* s);    // reads the pipe while room and data
-  void ServeReaders(OutStream* s);  // answers waiters that can be answered
-  std::string TakeOutput(OutStream* s, uint32_t len);
-  void FlushStdin(Proc* p);
-  void OnExit(Proc* p, int wstatus);
+  // How the process table's read and wait answers become replies.
+  ProcessTable::Answers TableAnswers();
 
   ReplyFn reply_;
   Options opt_;
-  std::map<Key, std::unique_ptr<Proc>> procs_;
-  std::vector<PollRef> poll_refs_;
+  GuestOps guest_;
+  ProcessTable procs_;
 };
 
 }  // namespace vmf::agent

@@ -1,6 +1,6 @@
 // TestPeer: a host-side ttrpc peer for driving a ChannelServer in-process over
 // a socketpair, one loop iteration at a time (no threads). Header-only and
-// gtest-free; used by tests/unit/agent_*_test.cc, never by the agent binary.
+// gtest-free; used by the agent tests next to it (tests/unit/agent_*_test.cc).
 //
 //   TestPeer peer;
 //   ::ttrpc::Response r = peer.Call("grpc.Health", "Check", grpc::CheckRequest());
@@ -8,6 +8,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <google/protobuf/message_lite.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,8 +21,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <google/protobuf/message_lite.h>
 
 #include "server.h"
 #include "ttrpc.pb.h"
@@ -98,8 +97,8 @@ class TestPeer {
     }
   }
 
-  std::optional<::ttrpc::Response> WaitResponse(uint32_t id,
-                                                std::chrono::milliseconds timeout = std::chrono::milliseconds(2500)) {
+  std::optional<::ttrpc::Response> WaitResponse(
+      uint32_t id, std::chrono::milliseconds timeout = std::chrono::milliseconds(2500)) {
     std::optional<ttrpc::Frame> f = WaitFrame(id, timeout);
     if (!f) return std::nullopt;
     ::ttrpc::Response r;

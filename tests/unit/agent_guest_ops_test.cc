@@ -1,0 +1,183 @@
+// Guest management (agent/guest_ops.h) against a temporary sysfs_root.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "guest_ops.h"
+#include "log.h"
+
+namespace vmf::agent {
+namespace {
+
+using std::chrono::milliseconds;
+
+class TempSysfs {
+ public:
+  TempSysfs() {
+    char tmpl[] = "/tmp/vmf_guest_ops_XXXXXX";
+    root_ = ::mkdtemp(tmpl);
+    for (const char* d : {"devices", "devices/system", "devices/system/cpu", "devices/system/memory"})
+      Mkdir(d);
+  }
+  ~TempSysfs() { std::system(("rm -rf " + root_).c_str()); }
+  void Mkdir(const std::string& rel) { ::mkdir((root_ + "/" + rel).c_str(), 0755); }
+  void Write(const std::string& rel, const std::string& data) { std::ofstream(root_ + "/" + rel) << data; }
+  std::string Read(const std::string& rel) {
+    std::ifstream f(root_ + "/" + rel);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  // cpuN with an online file holding state ("0" or "1"); none for cpu0-like CPUs.
+  void Cpu(int n, const char* state) {
+    std::string dir = "devices/system/cpu/cpu" + std::to_string(n);
+    Mkdir(dir);
+    if (state != nullptr) Write(dir + "/online", std::string(state) + "\n");
+  }
+  void Mem(int n, const char* state) {
+    std::string dir = "devices/system/memory/memory" + std::to_string(n);
+    Mkdir(dir);
+    Write(dir + "/state", std::string(state) + "\n");
+  }
+  std::string CpuState(int n) {
+    return Read("devices/system/cpu/cpu" + std::to_string(n) + "/online").substr(0, 1);
+  }
+  std::string MemState(int n) { return Read("devices/system/memory/memory" + std::to_string(n) + "/state"); }
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+};
+
+class GuestOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { SetLogEnabled(false); }
+  void TearDown() override { SetLogEnabled(true); }
+
+  GuestOps Ops(milliseconds online_wait = milliseconds(200)) {
+    GuestOps::Options o;
+    o.sysfs_root = sys_.root();
+    o.online_wait = online_wait;
+    o.allow_system_changes = false;
+    return GuestOps(o);
+  }
+
+  TempSysfs sys_;
+};
+
+TEST_F(GuestOpsTest, NumberedEntriesSortByNumberAndSkipOthers) {
+  for (const char* d : {"cpu10", "cpu2", "cpu0", "cpufreq", "cpuidle", "cpu", "cpu1x"})
+    sys_.Mkdir(std::string("devices/system/cpu/") + d);
+  std::vector<std::string> want = {"cpu0", "cpu2", "cpu10"};
+  EXPECT_EQ(NumberedEntries(sys_.root() + "/devices/system/cpu", "cpu"), want);
+  EXPECT_TRUE(NumberedEntries(sys_.root() + "/no/such/dir", "cpu").empty());
+}
+
+TEST_F(GuestOpsTest, SmallFilesTrimmedAndBounded) {
+  sys_.Write("a", "online \n\n");
+  std::string text;
+  ASSERT_TRUE(ReadSmallFile(sys_.root() + "/a", &text));
+  EXPECT_EQ(text, "online");
+  sys_.Write("big", std::string(1000, 'x'));
+  ASSERT_TRUE(ReadSmallFile(sys_.root() + "/big", &text));
+  EXPECT_EQ(text.size(), 256u);
+  EXPECT_FALSE(ReadSmallFile(sys_.root() + "/missing", &text));
+  EXPECT_TRUE(WriteSmallFile(sys_.root() + "/a", "1").ok());
+  EXPECT_EQ(sys_.Read("a").substr(0, 1), "1");
+  EXPECT_EQ(WriteSmallFile(sys_.root() + "/missing", "1").code(), Code::kNotFound);
+}
+
+TEST_F(GuestOpsTest, OnlinesOnlyTheCpusAskedForInNumberOrder) {
+  sys_.Cpu(0, nullptr);  // the boot CPU has no online file
+  sys_.Cpu(10, "0");
+  sys_.Cpu(2, "0");
+  sys_.Cpu(1, "1");
+  sys_.Mem(0, "online");
+  sys_.Mem(1, "offline");
+  GuestOps ops = Ops();
+  ASSERT_TRUE(ops.OnlineCpuMem(1, false, /*cpu_only=*/true).ok());
+  EXPECT_EQ(sys_.CpuState(2), "1");
+  EXPECT_EQ(sys_.CpuState(10), "0");
+  EXPECT_EQ(sys_.MemState(1), "offline\n");  // cpu_only leaves memory alone
+
+  ASSERT_TRUE(ops.OnlineCpuMem(0, false, false).ok());  // 0: every offline CPU
+  EXPECT_EQ(sys_.CpuState(10), "1");
+  EXPECT_EQ(sys_.MemState(0), "online\n");  // online already: not written
+  EXPECT_EQ(sys_.MemState(1).substr(0, 6), "online");
+}
+
+TEST_F(GuestOpsTest, WaitGivesUpAfterOnlineWait) {
+  sys_.Cpu(1, "0");
+  GuestOps ops = Ops(milliseconds(150));
+  auto start = std::chrono::steady_clock::now();
+  Status st = ops.OnlineCpuMem(3, /*wait=*/true, true);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(st.code(), Code::kDeadlineExceeded);
+  EXPECT_EQ(st.message(), "onlined 1 of 3 CPUs");
+  EXPECT_GE(took, milliseconds(150));
+  EXPECT_LT(took, milliseconds(1500));
+  EXPECT_EQ(sys_.CpuState(1), "1");
+  // Without wait, too few CPUs is not an error.
+  EXPECT_TRUE(ops.OnlineCpuMem(3, false, true).ok());
+}
+
+TEST_F(GuestOpsTest, WaitSeesCpusThatAppearLater) {
+  sys_.Cpu(1, "0");
+  GuestOps ops = Ops(milliseconds(2000));
+  std::thread later([this] {
+    std::this_thread::sleep_for(milliseconds(100));
+    sys_.Cpu(2, "0");
+  });
+  Status st = ops.OnlineCpuMem(2, true, true);
+  later.join();
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(sys_.CpuState(2), "1");
+}
+
+TEST_F(GuestOpsTest, MemoryDetails) {
+  GuestOps ops = Ops();
+  GuestOps::MemoryDetails d = ops.Memory(true);
+  EXPECT_EQ(d.block_size_bytes, 0u);  // unreadable
+  EXPECT_FALSE(d.hotplug_probe);
+  sys_.Write("devices/system/memory/block_size_bytes", "8000000\n");
+  sys_.Write("devices/system/memory/probe", "");
+  d = ops.Memory(true);
+  EXPECT_EQ(d.block_size_bytes, 0x8000000u);  // hexadecimal, as sysfs writes it
+  EXPECT_TRUE(d.hotplug_probe);
+  EXPECT_EQ(ops.Memory(false).block_size_bytes, 0u);
+}
+
+TEST_F(GuestOpsTest, ClockAndHostnameChecksInHostSafeMode) {
+  GuestOps ops = Ops();
+  EXPECT_TRUE(ops.SetClock(1700000000, 999999).ok());
+  EXPECT_EQ(ops.SetClock(1, 1000000).code(), Code::kInvalidArgument);
+  EXPECT_EQ(ops.SetClock(1, -1).code(), Code::kInvalidArgument);
+  EXPECT_EQ(ops.SetClock(-1, 0).code(), Code::kInvalidArgument);
+  EXPECT_TRUE(ops.SetHostname(std::string(64, 'h')).ok());
+  EXPECT_TRUE(ops.SetHostname("").ok());
+  EXPECT_EQ(ops.SetHostname(std::string(65, 'h')).code(), Code::kInvalidArgument);
+  EXPECT_EQ(ops.SetHostname(std::string("a\0b", 3)).code(), Code::kInvalidArgument);
+}
+
+TEST_F(GuestOpsTest, ReseedChecksDataAndDevice) {
+  GuestOps::Options o;
+  o.random_device = "/dev/null";
+  GuestOps ops(o);
+  EXPECT_EQ(ops.ReseedRandom("").code(), Code::kInvalidArgument);
+  Status st = ops.ReseedRandom("0123456789abcdef");
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("RNDADDENTROPY"), std::string::npos) << st.message();
+  o.random_device = sys_.root() + "/no-such-device";
+  EXPECT_EQ(GuestOps(o).ReseedRandom("x").code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace vmf::agent
