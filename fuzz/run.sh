@@ -16,7 +16,7 @@ build=${1:-build-fuzz}
 seconds=${2:-300}
 shift $(($# < 2 ? $# : 2))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ttrpc_frame qmp config daemon_request agent_request)
+[ ${#targets[@]} -gt 0 ] || targets=(ttrpc_frame qmp config daemon_request agent_request proxy_session)
 jobs=${JOBS:-1}
 rss_mb=${FUZZ_RSS_MB:-2048}
 

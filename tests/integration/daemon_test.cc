@@ -22,6 +22,7 @@
 #include "common/process.h"
 #include "daemon/client.h"
 #include "helpers.h"
+#include "support/wait_until.h"
 
 namespace vmf::testing {
 namespace {
@@ -186,16 +187,14 @@ TEST_F(DaemonTest, KilledPooledVmIsReplaced) {
   pid_t victim = s.ready(0).vmm_pid();
   std::string victim_id = s.ready(0).id();
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
-  Deadline d(std::chrono::seconds(60));
   vmfactory::v1::StatusResponse now;
-  while (!d.expired()) {
-    auto st = Status();
-    if (st.ok() && st->replaced() >= 1 && st->ready_size() == 2) {
-      now = *st;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  WaitUntil(
+      [&] {
+        auto st = Status();
+        if (st.ok()) now = *st;
+        return st.ok() && st->replaced() >= 1 && st->ready_size() == 2;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(100));
   EXPECT_GE(now.replaced(), 1u) << Log();
   for (const auto& r : now.ready()) EXPECT_NE(r.id(), victim_id);
   EXPECT_EQ(PoolQemus(), 2);
@@ -226,11 +225,9 @@ TEST_F(DaemonTest, VmOfAnExitedClientIsStopped) {
   ::waitpid(child, &status, 0);
   ASSERT_EQ(n, 32) << "the child got no VM";
   std::string id(buf, 32);
-  Deadline d(std::chrono::seconds(20));
   // The processes die first and the VM's runtime dir goes right after: wait for both.
-  while ((CountProcessesMentioning(id) > 0 || fs::exists(PoolVmDir() + id)) && !d.expired()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  WaitUntil([&] { return CountProcessesMentioning(id) == 0 && !fs::exists(PoolVmDir() + id); },
+            std::chrono::seconds(20), std::chrono::milliseconds(100));
   EXPECT_EQ(CountProcessesMentioning(id), 0) << "the daemon did not stop the orphaned VM; log:\n" << Log();
   EXPECT_FALSE(fs::exists(PoolVmDir() + id));
 }
@@ -263,12 +260,12 @@ TEST_F(DaemonTest, HandedOutVmKeepsWorkingAcrossADaemonRestart) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->out, "2\n");
   (*vm)->Stop();
-  Deadline d(std::chrono::seconds(10));
-  while (!d.expired()) {
-    auto st = Status();
-    if (st.ok() && st->handed_out_size() == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  WaitUntil(
+      [&] {
+        auto st = Status();
+        return st.ok() && st->handed_out_size() == 0;
+      },
+      std::chrono::seconds(10), std::chrono::milliseconds(100));
   auto st = Status();
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->handed_out_size(), 0) << "the daemon forgets a VM its owner stopped";
@@ -278,14 +275,14 @@ TEST_F(DaemonTest, PooledVmWhoseProxyIsKilledIsReplaced) {
   auto s = WaitReady(2);
   const std::string victim_id = s.ready(0).id();
   ASSERT_EQ(::kill(s.ready(0).proxy_pid(), SIGKILL), 0);
-  Deadline d(std::chrono::seconds(60));
-  while (!d.expired()) {
-    auto st = Status();
-    bool victim_gone = st.ok() && std::none_of(st->ready().begin(), st->ready().end(),
-                                               [&](const auto& r) { return r.id() == victim_id; });
-    if (victim_gone && st->replaced() >= 1 && st->ready_size() == 2 && st->booting() == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  WaitUntil(
+      [&] {
+        auto st = Status();
+        bool victim_gone = st.ok() && std::none_of(st->ready().begin(), st->ready().end(),
+                                                   [&](const auto& r) { return r.id() == victim_id; });
+        return victim_gone && st->replaced() >= 1 && st->ready_size() == 2 && st->booting() == 0;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(100));
   auto st = WaitReady(2);
   EXPECT_GE(st.replaced(), 1u) << Log();
   for (const auto& r : st.ready()) EXPECT_NE(r.id(), victim_id);
@@ -331,14 +328,14 @@ TEST_P(HandedOutKillTest, ClientGetsAnErrorAndNothingIsLeft) {
   (*vm)->Stop();
   vm->reset();
 
-  Deadline d(std::chrono::seconds(30));
   HostCensus after;
-  while (!d.expired()) {
-    auto st = Status();
-    after = TakeCensus(runtime_, daemon_pid);
-    if (st.ok() && st->handed_out_size() == 0 && st->ready_size() == 2 && after == before) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  WaitUntil(
+      [&] {
+        auto st = Status();
+        after = TakeCensus(runtime_, daemon_pid);
+        return st.ok() && st->handed_out_size() == 0 && st->ready_size() == 2 && after == before;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(200));
   EXPECT_EQ(after.ToString(), before.ToString()) << Log();
   EXPECT_EQ(CountProcessesMentioning(handed->id()), 0);
 }

@@ -16,6 +16,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/procfs.h"
 #include "vm/exec.h"
 
 namespace vmf::testing {
@@ -95,14 +96,16 @@ Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std:
 }
 
 int CountProcessesMentioning(const std::string& needle) {
+  // Any user's: a confined VM may run under a uid of its own.
   int count = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "cmdline", std::ios::binary);
-    std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    // A zombie has an empty command line: it is gone for our purposes.
-    if (cmd.find(needle) != std::string::npos) ++count;
+  for (const ProcEntry& p : ListProcesses()) {
+    // A zombie has no command line: it is gone for our purposes.
+    for (const std::string& arg : ProcessArgv(p.pid)) {
+      if (arg.find(needle) != std::string::npos) {
+        ++count;
+        break;
+      }
+    }
   }
   return count;
 }

@@ -13,21 +13,12 @@
 #include "daemon/client.h"
 #include "daemon/daemon.h"
 #include "mocks/fake_vm_env.h"
+#include "support/wait_until.h"
 
 namespace vmf::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-template <typename Pred>
-bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  Deadline d(timeout);
-  while (!pred()) {
-    if (d.expired()) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
 
 class DaemonHandOutTest : public ::testing::Test {
  protected:

@@ -12,22 +12,12 @@
 #include "factory/factory.h"
 #include "factory/template.h"
 #include "mocks/fake_vm_env.h"
+#include "support/wait_until.h"
 
 namespace vmf::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Waits until pred holds; false at the deadline.
-template <typename Pred>
-bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  Deadline d(timeout);
-  while (!pred()) {
-    if (d.expired()) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
 
 bool HasStep(const StepTimes& steps, const std::string& name) {
   for (const auto& [n, d] : steps) {
