@@ -29,16 +29,6 @@ GuestOps::Options GuestOptions(const AgentService::Options& o) {
   return g;
 }
 
-ProcessTable::Limits TableLimits(const AgentService::Options& o) {
-  ProcessTable::Limits l;
-  l.max_processes = o.max_processes;
-  l.max_output_buffer = o.max_output_buffer;
-  l.max_stdin_buffer = o.max_stdin_buffer;
-  l.forget_grace = o.forget_grace;
-  l.reap_all_children = o.reap_all_children;
-  return l;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- plumbing
@@ -49,7 +39,7 @@ AgentService::AgentService(ReplyFn reply, Options options)
     : reply_(std::move(reply)),
       opt_(std::move(options)),
       guest_(GuestOptions(opt_)),
-      procs_(TableAnswers(), TableLimits(opt_)) {}
+      procs_(TableAnswers(), opt_) {}
 
 ProcessTable::Answers AgentService::TableAnswers() {
   ProcessTable::Answers a;

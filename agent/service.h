@@ -44,15 +44,8 @@ class AgentService {
   using ReplyFn = std::function<void(uint32_t stream_id, const ::ttrpc::Response& response)>;
   using Clock = std::chrono::steady_clock;
 
-  struct Options {
-    size_t max_processes = 256;
-    size_t max_output_buffer = 1u << 20;  // per stream per process; also max read size
-    size_t max_stdin_buffer = 1u << 20;
-    // An exited process whose outputs were not all read to EOF, or that was
-    // never waited for, is forgotten this long after its exit.
-    std::chrono::milliseconds forget_grace{std::chrono::minutes(5)};
-    // Reap every child (PID 1: orphans are re-parented to us), not only ours.
-    bool reap_all_children = false;
+  // The process table's limits (process_table.h), plus the service's own.
+  struct Options : ProcessTable::Limits {
     // Roots for the sysfs/dev files touched by OnlineCPUMem, GetGuestDetails
     // and ReseedRandomDev (tests point them elsewhere).
     std::string sysfs_root = "/sys";

@@ -152,6 +152,12 @@ void ChildProcess::Stop(Duration grace) {
   pid_ = -1;
 }
 
+std::optional<std::string> ChildProcess::Exited() {
+  if (!valid()) return std::nullopt;
+  if (auto st = Poll()) return DescribeWaitStatus(*st);
+  return std::nullopt;
+}
+
 pid_t ChildProcess::Release() { return std::exchange(pid_, -1); }
 
 bool ProcessAlive(pid_t pid) {

@@ -49,6 +49,9 @@ class ChildProcess {
   // The wait status if the process has exited (reaps it), nullopt if running.
   std::optional<int> Poll();
   bool Running() { return valid() && !Poll().has_value(); }
+  // How it ended ("exit code 1", "killed by signal 9") once it has (reaping
+  // it); nullopt while it runs or when there is no process.
+  std::optional<std::string> Exited();
   // Waits for exit until the deadline; DEADLINE_EXCEEDED if still running.
   Result<int> Wait(const Deadline& deadline);
   // SIGTERM, then SIGKILL after grace; always reaps. Idempotent.

@@ -20,11 +20,7 @@ class ProxyProcess : public AgentProxy {
 
   std::string url() const override { return "unix://" + ProxySocketPath(dir_); }
   pid_t pid() const override { return process_.pid(); }
-  std::optional<std::string> Exited() override {
-    if (!process_.valid()) return std::nullopt;
-    if (auto st = process_.Poll()) return DescribeWaitStatus(*st);
-    return std::nullopt;
-  }
+  std::optional<std::string> Exited() override { return process_.Exited(); }
   void Stop() override { process_.Stop(std::chrono::milliseconds(1000)); }
   pid_t Release() override { return process_.Release(); }
 

@@ -117,11 +117,7 @@ class InProcessProxyLauncher : public ProxyLauncher {
     ~Proxy() override { Stop(); }
     std::string url() const override { return "unix://" + ProxySocketPath(dir_); }
     pid_t pid() const override { return process_.pid(); }
-    std::optional<std::string> Exited() override {
-      if (!process_.valid()) return std::nullopt;
-      if (auto st = process_.Poll()) return DescribeWaitStatus(*st);
-      return std::nullopt;
-    }
+    std::optional<std::string> Exited() override { return process_.Exited(); }
     void Stop() override {
       if (!process_.valid()) return;
       process_.Stop(std::chrono::milliseconds(200));
