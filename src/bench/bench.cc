@@ -57,7 +57,7 @@ constexpr Duration kSyncRetry = std::chrono::milliseconds(1500);
 // Each throughput worker gets this many VMs one after the other.
 constexpr int kThroughputPerWorker = 2;
 
-// The targets.
+// The targets the report compares against (printed, never enforced).
 constexpr double kTargetSpeedup = 10.0;      // template p50 at least 10x faster than cold
 constexpr double kTargetMemoryRatio = 0.30;  // clone PSS at most 30% of cold
 constexpr double kTargetCacheHitMs = 20.0;   // cache-hit p50 under 20 ms
