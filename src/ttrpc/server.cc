@@ -49,7 +49,8 @@ std::string Server::HandleFrame(const DecodeEvent& ev, uint32_t* last_id, const 
   return EncodeFrame(id, kTypeResponse, 0, reply);
 }
 
-void Server::ServeConnection(int fd, Peer peer) {
+void Server::ServeConnection(UniqueFd conn, Peer peer) {
+  const int fd = conn.get();
   FrameDecoder decoder;
   std::vector<DecodeEvent> events;
   uint32_t last_id = 0;
@@ -68,80 +69,77 @@ void Server::ServeConnection(int fd, Peer peer) {
     }
   }
 done:
+  // Off the list before the fd closes (when `conn` goes, after the lock), so
+  // that Serve's shutdown never reaches an fd number reused meanwhile.
   std::lock_guard<std::mutex> l(mu_);
   auto it = conns_.find(fd);
   if (it != conns_.end()) {
     finished_.push_back(std::move(it->second));
     conns_.erase(it);
   }
-  ::close(fd);
 }
 
 Status Server::Serve(UniqueFd listen_fd) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus(errno, "pipe");
+  UniqueFd wake_r(p[0]), wake_w(p[1]);
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (stopping_) {
-      ::close(p[0]);
-      ::close(p[1]);
-      return OkStatus();
-    }
-    wake_r_.reset(p[0]);
-    wake_w_.reset(p[1]);
+    if (stopping_) return OkStatus();
+    wake_r_ = std::move(wake_r);
+    wake_w_ = std::move(wake_w);
   }
   for (;;) {
     pollfd fds[2] = {{listen_fd.get(), POLLIN, 0}, {wake_r_.get(), POLLIN, 0}};
     int r = ::poll(fds, 2, 1000);
-    std::vector<std::thread> done;
+    std::vector<std::jthread> done;  // joined as it goes
     bool stopping;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);
       stopping = stopping_;
     }
-    for (auto& t : done) t.join();
+    done.clear();
     if (stopping) break;
     if (r < 0 && errno != EINTR) return ErrnoStatus(errno, "poll");
     if (r <= 0 || !(fds[0].revents & POLLIN)) continue;
-    int fd = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    UniqueFd conn(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) continue;
     ucred cred{};
     socklen_t len = sizeof(cred);
     Peer peer;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
       peer.pid = cred.pid;
       peer.uid = cred.uid;
     }
     std::lock_guard<std::mutex> l(mu_);
-    if (conns_.size() >= max_connections_) {
-      ::close(fd);
-      continue;
-    }
-    conns_[fd] = std::thread([this, fd, peer] { ServeConnection(fd, peer); });
+    if (conns_.size() >= max_connections_) continue;  // closed here
+    const int fd = conn.get();
+    conns_[fd] = std::jthread([this, c = std::move(conn), peer]() mutable { ServeConnection(std::move(c), peer); });
   }
   // Shutting down: wake every connection thread and wait for it.
-  std::map<int, std::thread> conns;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [fd, t] : conns_) ::shutdown(fd, SHUT_RDWR);
   }
   for (;;) {
-    std::vector<std::thread> done;
+    std::vector<std::jthread> done;
     bool empty;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);
       empty = conns_.empty();
     }
-    for (auto& t : done) t.join();
+    done.clear();  // joins
     if (empty) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   // A connection may have finished between the last swap and the check.
-  std::lock_guard<std::mutex> l(mu_);
-  for (auto& t : finished_) t.join();
-  finished_.clear();
+  std::vector<std::jthread> last;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    last.swap(finished_);
+  }
   return OkStatus();
 }
 

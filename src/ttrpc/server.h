@@ -47,7 +47,7 @@ class Server {
   std::string HandleFrame(const DecodeEvent& ev, uint32_t* last_id, const Peer& peer);
 
  private:
-  void ServeConnection(int fd, Peer peer);
+  void ServeConnection(UniqueFd conn, Peer peer);
   std::string Dispatch(const std::string& frame_payload, const Peer& peer);
 
   size_t max_connections_;
@@ -55,8 +55,8 @@ class Server {
   std::mutex mu_;
   bool stopping_ = false;
   UniqueFd wake_r_, wake_w_;
-  std::map<int, std::thread> conns_;  // fd -> its thread
-  std::vector<std::thread> finished_;
+  std::map<int, std::jthread> conns_;  // fd (owned by its thread) -> the thread
+  std::vector<std::jthread> finished_;  // ended, to be joined by Serve
 };
 
 }  // namespace vmf::ttrpc
