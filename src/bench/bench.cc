@@ -654,10 +654,10 @@ Result<LatencyStats> MeasureLatency(Mode mode, Source& src, int iterations, Canc
 
   std::vector<std::pair<std::string, std::vector<Duration>>> by_step;
   for (const auto& s : stats.samples) {
-    for (const auto& [name, d] : s.steps) {
-      auto it = std::find_if(by_step.begin(), by_step.end(), [&](const auto& e) { return e.first == name; });
-      if (it == by_step.end()) it = by_step.insert(by_step.end(), {name, {}});
-      it->second.push_back(d);
+    for (const auto& step : s.steps) {
+      auto it = std::find_if(by_step.begin(), by_step.end(), [&](const auto& e) { return e.first == step.first; });
+      if (it == by_step.end()) it = by_step.insert(by_step.end(), {step.first, {}});
+      it->second.push_back(step.second);
     }
   }
   for (const auto& [name, ds] : by_step) {
