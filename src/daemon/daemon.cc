@@ -54,6 +54,10 @@ class Daemon {
   Daemon(const DaemonOptions& opts, CancelToken* stop) : opts_(opts), stop_(stop) {}
 
   Status Run() {
+    // The first log line, before any thread of ours logs: it sets up
+    // spdlog's registry on this thread (libspdlog's own lazy set-up is not
+    // visible to ThreadSanitizer, which reports racing first uses).
+    spdlog::info("daemon starting on {}", opts_.socket_path);
     std::string runtime = opts_.vm.runtime_dir.empty() ? DefaultRuntimeDir() : opts_.vm.runtime_dir;
     records_dir_ = runtime + "/daemon";
     VMF_RETURN_IF_ERROR(MakeDirs(records_dir_));
