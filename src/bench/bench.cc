@@ -655,7 +655,7 @@ Result<LatencyStats> MeasureLatency(Mode mode, Source& src, int iterations, Canc
   std::vector<std::pair<std::string, std::vector<Duration>>> by_step;
   for (const auto& s : stats.samples) {
     for (const auto& [name, d] : s.steps) {
-      auto it = std::find_if(by_step.begin(), by_step.end(), [&](const auto& e) { return e.first == name; });
+      auto it = std::find_if(by_step.begin(), by_step.end(), [&name = name](const auto& e) { return e.first == name; });
       if (it == by_step.end()) it = by_step.insert(by_step.end(), {name, {}});
       it->second.push_back(d);
     }
@@ -704,6 +704,7 @@ Result<Throughput> MeasureThroughput(Mode mode, Source& src, int c, CancelToken*
   std::atomic<int> done{0};
   auto start = Clock::now();
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(std::max(c, 0)));
   for (int w = 0; w < c; ++w) {
     workers.emplace_back([&, w] {
       for (int j = 0; j < kThroughputPerWorker; ++j) {

@@ -87,7 +87,7 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
   err_w.reset();
   ChildProcess child(pid, true);
   int child_errno = 0;
-  ssize_t n;
+  ssize_t n = 0;
   do {
     n = ::read(err_r.get(), &child_errno, sizeof(child_errno));
   } while (n < 0 && errno == EINTR);
@@ -115,7 +115,7 @@ std::optional<int> ChildProcess::Poll() {
     return exit_status_;
   }
   int status = 0;
-  pid_t r;
+  pid_t r = 0;
   do {
     r = ::waitpid(pid_, &status, WNOHANG);
   } while (r < 0 && errno == EINTR);

@@ -105,10 +105,14 @@ class [[nodiscard]] Result {
     if (!vmf_status_.ok()) return vmf_status_; \
   } while (0)
 
+// tmp is an identifier and lhs a declaration or an lvalue (`auto x`, `x`,
+// `*p`): neither can be put in parentheses.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define VMF_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 #define VMF_ASSIGN_OR_RETURN(lhs, expr) \
   VMF_ASSIGN_OR_RETURN_IMPL(VMF_CONCAT(vmf_result_, __LINE__), lhs, expr)

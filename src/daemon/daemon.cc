@@ -135,7 +135,7 @@ class Daemon {
     // Handed-out VMs outlive us (their owners stop them), but one that has
     // already exited is our zombie child until we reap it: do, rather than
     // leave it to init.
-    int status;
+    int status = 0;
     while (::waitpid(-1, &status, WNOHANG) > 0) {
     }
     ::unlink(lock_path.c_str());
@@ -334,7 +334,7 @@ class Daemon {
       for (auto it = handed_.begin(); it != handed_.end();) {
         HandedOutVm& rec = it->second;
         // Our children (VMs this instance made) are reaped here.
-        int status;
+        int status = 0;
         ::waitpid(rec.handle.vmm_pid, &status, WNOHANG);
         ::waitpid(rec.handle.proxy_pid, &status, WNOHANG);
         if (!ProcessAlive(rec.handle.vmm_pid)) {

@@ -20,7 +20,7 @@ Status WarmUp(VM& vm) {
 }  // namespace
 
 VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, PoolObserver* observer)
-    : base_(std::move(base)), opts_(std::move(options)), observer_(observer) {
+    : base_(std::move(base)), opts_(options), observer_(observer) {
   ReportSize(0);
   for (int i = 0; i < std::max(1, opts_.parallelism); ++i) workers_.emplace_back([this] { RefillLoop(); });
   monitor_ = std::jthread([this] { MonitorLoop(); });

@@ -94,7 +94,7 @@ Status Server::Serve(UniqueFd listen_fd) {
     pollfd fds[2] = {{listen_fd.get(), POLLIN, 0}, {wake_r_.get(), POLLIN, 0}};
     int r = ::poll(fds, 2, 1000);
     std::vector<std::thread> done;
-    bool stopping;
+    bool stopping = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);
@@ -128,7 +128,7 @@ Status Server::Serve(UniqueFd listen_fd) {
   }
   for (;;) {
     std::vector<std::thread> done;
-    bool empty;
+    bool empty = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);

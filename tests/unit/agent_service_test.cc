@@ -28,7 +28,7 @@ class AgentServiceTest : public ::testing::Test {
   void SetUp() override { SetLogEnabled(false); }
   void TearDown() override { SetLogEnabled(true); }
 
-  ::ttrpc::Response Exec(TestPeer& peer, const std::string& id, std::vector<std::string> args) {
+  ::ttrpc::Response Exec(TestPeer& peer, const std::string& id, const std::vector<std::string>& args) {
     grpc::ExecProcessRequest req;
     req.set_container_id("c1");
     req.set_exec_id(id);

@@ -644,7 +644,7 @@ TEST(QmpClientTest, ExecuteWithFdPassesTheFd) {
     cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
     ASSERT_NE(cmsg, nullptr);
     ASSERT_EQ(cmsg->cmsg_type, SCM_RIGHTS);
-    int got;
+    int got = -1;
     std::memcpy(&got, CMSG_DATA(cmsg), sizeof(int));
     UniqueFd passed(got);
     EXPECT_EQ(::write(passed.get(), "hi", 2), 2);

@@ -346,8 +346,8 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
       "-mon", "chardev=vmf-qmp,mode=control",
   };
   if (c.boot == BootMode::kClone) {
-    argv.push_back("-incoming");
-    argv.push_back("defer");
+    argv.emplace_back("-incoming");
+    argv.emplace_back("defer");
   }
   argv.insert(argv.end(), c.qemu.extra_args.begin(), c.qemu.extra_args.end());
   return argv;
