@@ -19,8 +19,7 @@ Status UnknownProcess(const std::string& cid, const std::string& eid) {
 
 }  // namespace
 
-ProcessTable::ProcessTable(Answers answers, Limits limits)
-    : answers_(std::move(answers)), limits_(limits) {}
+ProcessTable::ProcessTable(Answers answers, Limits limits) : answers_(std::move(answers)), limits_(limits) {}
 
 ProcessTable::~ProcessTable() {
   for (auto& [key, p] : procs_) {

@@ -34,8 +34,7 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
 
 ChildProcess::~ChildProcess() { Stop(); }
 
-Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
-                                         const SpawnOptions& opts) {
+Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, const SpawnOptions& opts) {
   if (argv.empty() || argv[0].empty()) return InvalidArgument("empty command line");
   if (opts.pass_fds.size() > kMaxPassFds) return InvalidArgument("too many fds to pass");
   std::vector<char*> cargv;

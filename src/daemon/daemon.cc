@@ -274,7 +274,7 @@ class Daemon {
       json j = text.ok() ? json::parse(*text, nullptr, false) : json();
       HandedOutVm rec;
       auto handle = j.is_object() && j.contains("vm") ? VMHandle::FromJson(j["vm"], e.path().string())
-                                                       : Result<VMHandle>(DataLoss("no vm"));
+                                                      : Result<VMHandle>(DataLoss("no vm"));
       bool ok = handle.ok();
       if (ok) {
         rec.handle = std::move(*handle);

@@ -144,8 +144,8 @@ void VMCache::MonitorLoop() {
     std::vector<std::unique_ptr<VM>> dead;
     for (auto it = ready_.begin(); it != ready_.end();) {
       if (!(*it)->Healthy()) {
-        spdlog::warn("pool: VM {} died (vmm pid {}, proxy pid {}); replacing it", (*it)->id(), (*it)->vmm_pid(),
-                     (*it)->proxy_pid());
+        spdlog::warn("pool: VM {} died (vmm pid {}, proxy pid {}); replacing it", (*it)->id(),
+                     (*it)->vmm_pid(), (*it)->proxy_pid());
         dead.push_back(std::move(*it));
         it = ready_.erase(it);
         ++replaced_;

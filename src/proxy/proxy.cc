@@ -98,7 +98,8 @@ class ProxyServer {
   }
 
   // Called by clients.
-  void Forward(uint64_t client, uint32_t client_stream, uint8_t type, uint8_t flags, const std::string& payload) {
+  void Forward(uint64_t client, uint32_t client_stream, uint8_t type, uint8_t flags,
+               const std::string& payload) {
     Do(session_.OnClientRequest(client, client_stream, type, flags, payload));
   }
   void ClientGone(uint64_t id) {

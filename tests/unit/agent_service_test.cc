@@ -1,5 +1,6 @@
 // AgentService methods, driven through a ChannelServer over a socketpair
 // with real frames, running real processes on the host.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,8 +8,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "agent.pb.h"
 #include "health.pb.h"
