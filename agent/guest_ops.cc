@@ -22,7 +22,7 @@ bool ReadSmallFile(const std::string& path, std::string* out) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return false;
   char buf[256];
-  ssize_t n;
+  ssize_t n = 0;
   do {
     n = ::read(fd.get(), buf, sizeof(buf));
   } while (n < 0 && errno == EINTR);
@@ -35,7 +35,7 @@ bool ReadSmallFile(const std::string& path, std::string* out) {
 Status WriteSmallFile(const std::string& path, std::string_view data) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) return ErrnoStatus(errno, "open " + path);
-  ssize_t n;
+  ssize_t n = 0;
   do {
     n = ::write(fd.get(), data.data(), data.size());
   } while (n < 0 && errno == EINTR);
@@ -57,6 +57,7 @@ std::vector<std::string> NumberedEntries(const std::string& dir, std::string_vie
   ::closedir(d);
   std::sort(found.begin(), found.end());
   std::vector<std::string> names;
+  names.reserve(found.size());
   for (auto& f : found) names.push_back(std::move(f.second));
   return names;
 }

@@ -19,15 +19,14 @@ Status UnknownProcess(const std::string& cid, const std::string& eid) {
 
 }  // namespace
 
-ProcessTable::ProcessTable(Answers answers, Limits limits)
-    : answers_(std::move(answers)), limits_(std::move(limits)) {}
+ProcessTable::ProcessTable(Answers answers, Limits limits) : answers_(std::move(answers)), limits_(limits) {}
 
 ProcessTable::~ProcessTable() {
   for (auto& [key, p] : procs_) {
     if (p->exited) continue;
     ::kill(-p->pid, SIGKILL);
     ::kill(p->pid, SIGKILL);
-    int st;
+    int st = 0;
     while (::waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
     }
   }
@@ -108,7 +107,7 @@ Result<size_t> ProcessTable::WriteStdin(const std::string& cid, const std::strin
   if (p->stdin_close_requested || !p->stdin_fd) return FailedPrecondition("stdin is closed");
   size_t accepted = 0;
   if (p->stdin_buf.empty() && !data.empty()) {
-    ssize_t n;
+    ssize_t n = 0;
     do {
       n = ::write(p->stdin_fd.get(), data.data(), data.size());
     } while (n < 0 && errno == EINTR);
@@ -277,7 +276,7 @@ void ProcessTable::OnExit(Proc* p, int wstatus) {
 void ProcessTable::ReapChildren() {
   if (limits_.reap_all_children) {
     while (true) {
-      int st;
+      int st = 0;
       pid_t pid = ::waitpid(-1, &st, WNOHANG);
       if (pid < 0 && errno == EINTR) continue;
       if (pid <= 0) break;
@@ -292,7 +291,7 @@ void ProcessTable::ReapChildren() {
   }
   for (auto& [key, p] : procs_) {
     if (p->exited) continue;
-    int st;
+    int st = 0;
     pid_t r = ::waitpid(p->pid, &st, WNOHANG);
     if (r == p->pid) OnExit(p.get(), st);
   }

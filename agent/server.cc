@@ -213,10 +213,10 @@ void ChannelServer::Reply(uint32_t stream_id, const ::ttrpc::Response& response)
   std::string payload = response.SerializeAsString();
   if (payload.size() > ttrpc::kMaxPayload)
     payload = ttrpc::ErrorResponse(Code::kInternal, "response too large");
-  Send(stream_id, std::move(payload));
+  Send(stream_id, payload);
 }
 
-void ChannelServer::Send(uint32_t stream_id, std::string payload) {
+void ChannelServer::Send(uint32_t stream_id, const std::string& payload) {
   std::string frame = ttrpc::EncodeFrame(stream_id, ttrpc::kTypeResponse, 0, payload);
   size_t dropped = 0;
   while (out_bytes_ + frame.size() > opt_.max_outbound_bytes) {

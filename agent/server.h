@@ -69,7 +69,7 @@ class ChannelServer {
   void ReplyError(uint32_t stream_id, Code code, const std::string& message);
   // Frames a response payload and queues it, dropping the oldest queued
   // replies if the queue is full.
-  void Send(uint32_t stream_id, std::string payload);
+  void Send(uint32_t stream_id, const std::string& payload);
   void ReadChannel(short revents);
   void HandleEvent(ttrpc::DecodeEvent& ev);
   void Flush();

@@ -123,7 +123,7 @@ Result<Spawned> Spawn(const grpc::Process& proc) {
   std::vector<std::string> env(proc.env().begin(), proc.env().end());
   if (env.empty()) {
     env.push_back(std::string("PATH=") + kDefaultPath);
-    env.push_back("HOME=/root");
+    env.emplace_back("HOME=/root");
   }
   std::string path_var = kDefaultPath;
   for (const std::string& e : env)
@@ -152,6 +152,7 @@ Result<Spawned> Spawn(const grpc::Process& proc) {
     }
   }
   std::vector<const char*> candidates;
+  candidates.reserve(cand_store.size());
   for (const std::string& c : cand_store) candidates.push_back(c.c_str());
   std::vector<char*> argv, envp;
   for (std::string& a : args) argv.push_back(a.data());
@@ -187,7 +188,7 @@ Result<Spawned> Spawn(const grpc::Process& proc) {
     got += static_cast<size_t>(n);
   }
   if (got > 0) {
-    int st;
+    int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     if (got < sizeof(msg)) return Internal("exec " + args[0] + ": child failed before exec");

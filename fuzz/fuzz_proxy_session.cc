@@ -166,7 +166,7 @@ class Driver {
   void Request(uint64_t c, uint32_t stream, uint8_t type, std::string payload) {
     const size_t sent_before = seen_.size();
     live_.insert(c);
-    Actions a = session_.OnClientRequest(c, stream, type, 0, std::move(payload));
+    Actions a = session_.OnClientRequest(c, stream, type, 0, payload);
     if (type != ttrpc::kTypeRequest) FUZZ_CHECK(a.empty());
     bool refused = false;
     for (const auto& act : a) {

@@ -36,12 +36,12 @@
 #include "factory/factory.h"
 #include "factory/template.h"
 #include "health.pb.h"
+#include "hypervisor/qemu/qemu_hypervisor.h"
 #include "hypervisor/qemu/qmp_client.h"
 #include "ttrpc.pb.h"
 #include "ttrpc/client.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/sync.h"
-#include "hypervisor/qemu/qemu_hypervisor.h"
 #include "vm/vm.h"
 
 namespace vmf {
@@ -67,11 +67,16 @@ constexpr const char* kKnownModes = "cold, template, cache, qemu-cold, qemu-load
 
 const char* ModeName(Mode m) {
   switch (m) {
-    case Mode::kCold: return "cold";
-    case Mode::kTemplate: return "template";
-    case Mode::kCache: return "cache";
-    case Mode::kQemuCold: return "qemu-cold";
-    case Mode::kQemuLoadvm: return "qemu-loadvm";
+    case Mode::kCold:
+      return "cold";
+    case Mode::kTemplate:
+      return "template";
+    case Mode::kCache:
+      return "cache";
+    case Mode::kQemuCold:
+      return "qemu-cold";
+    case Mode::kQemuLoadvm:
+      return "qemu-loadvm";
   }
   return "?";
 }
@@ -79,7 +84,9 @@ const char* ModeName(Mode m) {
 double Ms(Duration d) { return static_cast<double>(d.count()); }
 double MsF(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 Duration Since(Clock::time_point t) { return std::chrono::duration_cast<Duration>(Clock::now() - t); }
-Duration Between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration_cast<Duration>(b - a); }
+Duration Between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<Duration>(b - a);
+}
 
 // Modes in the order given, each once; an unknown name is an error naming it.
 Result<std::vector<Mode>> ParseModes(const std::vector<std::string>& names) {
@@ -92,11 +99,14 @@ Result<std::vector<Mode>> ParseModes(const std::vector<std::string>& names) {
     if (!m) return InvalidArgument("unknown mode \"" + name + "\" (known modes: " + kKnownModes + ")");
     if (std::find(modes.begin(), modes.end(), *m) == modes.end()) modes.push_back(*m);
   }
-  if (modes.empty()) return InvalidArgument(std::string("--modes names no mode (known modes: ") + kKnownModes + ")");
+  if (modes.empty())
+    return InvalidArgument(std::string("--modes names no mode (known modes: ") + kKnownModes + ")");
   return modes;
 }
 
-bool Has(const std::vector<Mode>& modes, Mode m) { return std::find(modes.begin(), modes.end(), m) != modes.end(); }
+bool Has(const std::vector<Mode>& modes, Mode m) {
+  return std::find(modes.begin(), modes.end(), m) != modes.end();
+}
 
 // ---- small helpers ----
 
@@ -118,7 +128,8 @@ Result<uint64_t> ReadPssKb(pid_t pid) {
 }
 
 // Runs argv to completion with stdout+stderr into out_file; returns the output.
-Result<std::string> RunTool(const std::vector<std::string>& argv, const std::string& out_file, Duration timeout) {
+Result<std::string> RunTool(const std::vector<std::string>& argv, const std::string& out_file,
+                            Duration timeout) {
   UniqueFd out(::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!out) return ErrnoStatus(errno, "create " + out_file);
   SpawnOptions so;
@@ -188,7 +199,9 @@ class BenchTemplate {
     TemplateOptions options;
     options.force = true;
     options.mount_tmpfs = false;
-    options.progress = [](const std::string& step) { std::fprintf(stderr, "bench: template: %s\n", step.c_str()); };
+    options.progress = [](const std::string& step) {
+      std::fprintf(stderr, "bench: template: %s\n", step.c_str());
+    };
     VMF_ASSIGN_OR_RETURN(t->info_, CreateTemplate(config, t->root_, options));
     t->created_in_ = Since(start);
     return t;
@@ -309,7 +322,8 @@ class FactorySource : public Source {
     }
     auto exec_at = Clock::now();
     Clock::time_point first{};
-    Status st = EchoReady(vm->agent(), std::string("bench-") + ModeName(mode_) + "-" + std::to_string(i), &first);
+    Status st =
+        EchoReady(vm->agent(), std::string("bench-") + ModeName(mode_) + "-" + std::to_string(i), &first);
     if (!st.ok()) return st;
     s.total = Between(t0, first);
     s.steps.emplace_back("first exec output", Between(exec_at, first));
@@ -441,12 +455,14 @@ class RawQemu : public Instance {
     req.mutable_process()->set_cwd("/");
     grpc::Empty empty;
     VMF_RETURN_IF_ERROR(
-        client_->Call("grpc.AgentService", "ExecProcess", req, &empty, Deadline(kGuestCallTimeout)).WithContext("exec echo"));
+        client_->Call("grpc.AgentService", "ExecProcess", req, &empty, Deadline(kGuestCallTimeout))
+            .WithContext("exec echo"));
     grpc::ReadStreamRequest rreq;
     rreq.set_exec_id(exec_id);
     rreq.set_len(4096);
     grpc::ReadStreamResponse rresp;
-    VMF_RETURN_IF_ERROR(client_->Call("grpc.AgentService", "ReadStdout", rreq, &rresp, Deadline(kGuestCallTimeout)));
+    VMF_RETURN_IF_ERROR(
+        client_->Call("grpc.AgentService", "ReadStdout", rreq, &rresp, Deadline(kGuestCallTimeout)));
     *first_output_at = Clock::now();
     if (rresp.data().rfind("ready", 0) != 0) return Internal("echo ready printed \"" + rresp.data() + "\"");
     return OkStatus();
@@ -498,20 +514,21 @@ class RawQemuSource : public Source {
     disk_ = snapdir + "/disk.qcow2";
     std::string img = FindProgram("qemu-img");
     if (img.empty()) return FailedPrecondition("qemu-img not found (Debian package qemu-utils)");
-    VMF_RETURN_IF_ERROR(
-        RunTool({img, "create", "-f", "qcow2", disk_, "1G"}, snapdir + "/qemu-img.log", std::chrono::seconds(60))
-            .status());
+    VMF_RETURN_IF_ERROR(RunTool({img, "create", "-f", "qcow2", disk_, "1G"}, snapdir + "/qemu-img.log",
+                                std::chrono::seconds(60))
+                            .status());
     std::fprintf(stderr, "bench: qemu-loadvm: cold-booting the VM to snapshot\n");
     Deadline deadline(config_.agent.boot_timeout);
-    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Config(disk_, false), "bench-snap", snapdir + "/vm", cancel,
-                                                deadline));
+    VMF_ASSIGN_OR_RETURN(
+        auto q, RawQemu::Start(Config(disk_, false), "bench-snap", snapdir + "/vm", cancel, deadline));
     VMF_RETURN_IF_ERROR(q->SyncAgent(deadline).WithContext("snapshot VM"));
     // No host client on the agent channel while saving (as for templates).
     q->CloseAgent();
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     std::fprintf(stderr, "bench: qemu-loadvm: savevm\n");
-    VMF_ASSIGN_OR_RETURN(json out, q->qmp().Execute("human-monitor-command", json{{"command-line", "savevm bench"}},
-                                                    Deadline(std::chrono::seconds(300))));
+    VMF_ASSIGN_OR_RETURN(json out,
+                         q->qmp().Execute("human-monitor-command", json{{"command-line", "savevm bench"}},
+                                          Deadline(std::chrono::seconds(300))));
     std::string text = out.is_string() ? out.get<std::string>() : out.dump();
     if (!text.empty() && text.find_first_not_of(" \r\n") != std::string::npos) {
       return Internal("savevm said: " + text);
@@ -548,13 +565,14 @@ class RawQemuSource : public Source {
     Sample s;
     Deadline deadline(config_.agent.boot_timeout);
     auto t0 = Clock::now();
-    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Config(disk, mode_ == Mode::kQemuLoadvm), "bench-" + name, vmdir,
-                                                cancel, deadline));
+    VMF_ASSIGN_OR_RETURN(auto q, RawQemu::Start(Config(disk, mode_ == Mode::kQemuLoadvm), "bench-" + name,
+                                                vmdir, cancel, deadline));
     auto t1 = Clock::now();
     s.steps.emplace_back(mode_ == Mode::kQemuCold ? "qemu start" : "qemu start + loadvm", Between(t0, t1));
     VMF_RETURN_IF_ERROR(q->SyncAgent(deadline));
     auto t2 = Clock::now();
-    s.steps.emplace_back(mode_ == Mode::kQemuCold ? "guest boot + agent sync" : "agent sync", Between(t1, t2));
+    s.steps.emplace_back(mode_ == Mode::kQemuCold ? "guest boot + agent sync" : "agent sync",
+                         Between(t1, t2));
     Clock::time_point first{};
     VMF_RETURN_IF_ERROR(q->EchoReady("bench-" + name, &first));
     s.steps.emplace_back("first exec output", Between(t2, first));
@@ -584,9 +602,9 @@ class RawQemuSource : public Source {
       (*j)["snapshot_made_s"] = Ms(made_in_) / 1000.0;
       (*j)["snapshot_qcow2_bytes"] = disk_bytes_;
     }
-    (*j)["qemu_argv_example"] =
-        QemuArgv("bench-N", Config(mode_ == Mode::kQemuLoadvm ? dir_ + "/N.qcow2" : "", mode_ == Mode::kQemuLoadvm),
-                 dir_ + "/N", {.use_kvm = kvm_});
+    (*j)["qemu_argv_example"] = QemuArgv(
+        "bench-N", Config(mode_ == Mode::kQemuLoadvm ? dir_ + "/N.qcow2" : "", mode_ == Mode::kQemuLoadvm),
+        dir_ + "/N", {.use_kvm = kvm_});
   }
 
  private:
@@ -594,8 +612,9 @@ class RawQemuSource : public Source {
   HypervisorConfig Config(const std::string& disk, bool loadvm) const {
     HypervisorConfig h = config_.hypervisor;
     if (!disk.empty()) {
-      h.qemu.extra_args.insert(h.qemu.extra_args.end(), {"-drive", "file=" + disk + ",if=none,id=snap,format=qcow2",
-                                                         "-device", "virtio-blk-pci,drive=snap"});
+      h.qemu.extra_args.insert(h.qemu.extra_args.end(),
+                               {"-drive", "file=" + disk + ",if=none,id=snap,format=qcow2", "-device",
+                                "virtio-blk-pci,drive=snap"});
     }
     if (loadvm) h.qemu.extra_args.insert(h.qemu.extra_args.end(), {"-loadvm", "bench"});
     return h;
@@ -655,7 +674,8 @@ Result<LatencyStats> MeasureLatency(Mode mode, Source& src, int iterations, Canc
   std::vector<std::pair<std::string, std::vector<Duration>>> by_step;
   for (const auto& s : stats.samples) {
     for (const auto& step : s.steps) {
-      auto it = std::find_if(by_step.begin(), by_step.end(), [&](const auto& e) { return e.first == step.first; });
+      auto it =
+          std::find_if(by_step.begin(), by_step.end(), [&](const auto& e) { return e.first == step.first; });
       if (it == by_step.end()) it = by_step.insert(by_step.end(), {step.first, {}});
       it->second.push_back(step.second);
     }
@@ -704,6 +724,7 @@ Result<Throughput> MeasureThroughput(Mode mode, Source& src, int c, CancelToken*
   std::atomic<int> done{0};
   auto start = Clock::now();
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(std::max(c, 0)));
   for (int w = 0; w < c; ++w) {
     workers.emplace_back([&, w] {
       for (int j = 0; j < kThroughputPerWorker; ++j) {
@@ -731,8 +752,8 @@ Result<Throughput> MeasureThroughput(Mode mode, Source& src, int c, CancelToken*
   t.vms = done.load();
   t.wall_s = MsF(Clock::now() - start) / 1000.0;
   t.per_minute = t.wall_s > 0 ? t.vms / t.wall_s * 60.0 : 0;
-  std::fprintf(stderr, "bench: %s throughput: %d VMs in %.2f s with %d at once: %.1f per minute\n", ModeName(mode),
-               t.vms, t.wall_s, c, t.per_minute);
+  std::fprintf(stderr, "bench: %s throughput: %d VMs in %.2f s with %d at once: %.1f per minute\n",
+               ModeName(mode), t.vms, t.wall_s, c, t.per_minute);
   return t;
 }
 
@@ -845,7 +866,8 @@ json ResultsJson(const BenchOptions& opts, const std::vector<ModeResult>& result
     }
     if (base && base->status.ok()) {
       Ratios q = RatiosOf(r, *base);
-      m["ratios_vs_baseline"] = {{"latency_p50", q.latency_p50}, {"memory", q.memory}, {"throughput", q.throughput}};
+      m["ratios_vs_baseline"] = {
+          {"latency_p50", q.latency_p50}, {"memory", q.memory}, {"throughput", q.throughput}};
     }
     for (auto& [k, v] : r.extra.items()) m[k] = v;
     modes.push_back(m);
@@ -858,8 +880,9 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
                  const BenchTemplate* tmpl) {
   std::printf("\n");
   if (tmpl) {
-    std::printf("template: made in %.2f s (%u vCPUs, %u MiB), private to this run\n", Ms(tmpl->created_in()) / 1000.0,
-                tmpl->info().hypervisor.vcpus, tmpl->info().hypervisor.memory_mib);
+    std::printf("template: made in %.2f s (%u vCPUs, %u MiB), private to this run\n",
+                Ms(tmpl->created_in()) / 1000.0, tmpl->info().hypervisor.vcpus,
+                tmpl->info().hypervisor.memory_mib);
   }
   for (const auto& r : results) {
     if (!r.status.ok()) continue;
@@ -867,8 +890,8 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
     for (const auto& [name, ms] : r.latency.step_means_ms) std::printf("  %-48s %9.1f\n", name.c_str(), ms);
   }
   std::string base_name = base ? ModeName(base->mode) : "-";
-  std::printf("\n%-12s %3s %8s %8s %8s %9s %8s %9s %9s %9s\n", "mode", "n", "p50 ms", "p95 ms", "max ms", "PSS MiB",
-              "VMs/min", "p50 ratio", "PSS ratio", "thr ratio");
+  std::printf("\n%-12s %3s %8s %8s %8s %9s %8s %9s %9s %9s\n", "mode", "n", "p50 ms", "p95 ms", "max ms",
+              "PSS MiB", "VMs/min", "p50 ratio", "PSS ratio", "thr ratio");
   for (const auto& r : results) {
     if (!r.status.ok()) {
       std::printf("%-12s FAILED: %s\n", ModeName(r.mode), r.status.ToString().c_str());
@@ -880,9 +903,10 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
                 static_cast<long long>(r.latency.p95.count()), static_cast<long long>(r.latency.max.count()),
                 r.pss_mib, r.throughput.per_minute, q.latency_p50, q.memory, q.throughput);
   }
-  std::printf("(latency: request until `echo ready` printed; PSS: mean over %d VMs alive at once, QEMU + proxy,\n"
-              " QEMU only for qemu-*; VMs/min: %d VMs with %d requests at once; ratios against %s, same run)\n",
-              opts.concurrency_mem, opts.concurrency * kThroughputPerWorker, opts.concurrency, base_name.c_str());
+  std::printf(
+      "(latency: request until `echo ready` printed; PSS: mean over %d VMs alive at once, QEMU + proxy,\n"
+      " QEMU only for qemu-*; VMs/min: %d VMs with %d requests at once; ratios against %s, same run)\n",
+      opts.concurrency_mem, opts.concurrency * kThroughputPerWorker, opts.concurrency, base_name.c_str());
 
   auto find = [&](Mode m) -> const ModeResult* {
     for (const auto& r : results) {
@@ -913,7 +937,8 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
 
 // A single-quoted gnuplot string (the path must not hold a quote or newline).
 Result<std::string> GnuplotString(const std::string& s) {
-  if (s.find_first_of("'\n\r") != std::string::npos) return InvalidArgument("path has a quote or newline: " + s);
+  if (s.find_first_of("'\n\r") != std::string::npos)
+    return InvalidArgument("path has a quote or newline: " + s);
   return "'" + s + "'";
 }
 
@@ -922,7 +947,8 @@ Status Plot(const std::string& out_png, const std::vector<ModeResult>& results, 
             const std::string& tmp, const BenchOptions& opts) {
   std::string gnuplot = FindProgram("gnuplot");
   if (gnuplot.empty()) {
-    return NotFound("gnuplot is not installed (Debian: apt-get install gnuplot-nox, or scripts/install-deps.sh)");
+    return NotFound(
+        "gnuplot is not installed (Debian: apt-get install gnuplot-nox, or scripts/install-deps.sh)");
   }
   std::vector<const ModeResult*> ok;
   for (const auto& r : results) {
@@ -962,7 +988,8 @@ Status Plot(const std::string& out_png, const std::vector<ModeResult>& results, 
     << "set title 'Latency: request until the first command output (log scale)'\n"
     << "set logscale y\n"
     << "set ylabel 'ms'\n"
-    << "plot '" << tmp << "/latency.dat' using 1:2 with points pt 7 ps 0.9 lc rgb '#3070b0' title 'sample', \\\n"
+    << "plot '" << tmp
+    << "/latency.dat' using 1:2 with points pt 7 ps 0.9 lc rgb '#3070b0' title 'sample', \\\n"
     << "     '" << tmp << "/p50.dat' using 1:2 with points pt 5 ps 1.6 lc rgb '#d04020' title 'p50', \\\n"
     << "     '" << tmp << "/p50.dat' using 1:2:(sprintf('%d ms', $3)) with labels left offset 3,0 notitle\n"
     << "unset logscale y\n"
@@ -977,7 +1004,8 @@ Status Plot(const std::string& out_png, const std::vector<ModeResult>& results, 
     << "     '" << tmp << "/memory.dat' using 1:2:(sprintf('%.1f', $2)) with labels offset 0,0.8 notitle\n"
     << "unset multiplot\n";
   VMF_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/plot.gp", s.str()));
-  VMF_RETURN_IF_ERROR(RunTool({gnuplot, tmp + "/plot.gp"}, tmp + "/gnuplot.log", std::chrono::seconds(60)).status());
+  VMF_RETURN_IF_ERROR(
+      RunTool({gnuplot, tmp + "/plot.gp"}, tmp + "/gnuplot.log", std::chrono::seconds(60)).status());
   return OkStatus();
 }
 
@@ -1015,16 +1043,19 @@ ModeResult RunMode(Mode mode, const BenchOptions& opts, const VMConfig& config, 
     r.status = [&]() -> Status {
       VMF_RETURN_IF_ERROR(MakeDirs(dir));
       RawQemuSource src(mode, config, dir, kvm);
-      if (mode == Mode::kQemuLoadvm) VMF_RETURN_IF_ERROR(src.MakeSnapshot(cancel).WithContext("qemu-loadvm snapshot"));
+      if (mode == Mode::kQemuLoadvm)
+        VMF_RETURN_IF_ERROR(src.MakeSnapshot(cancel).WithContext("qemu-loadvm snapshot"));
       return run(src);
     }();
   }
-  if (!r.status.ok()) std::fprintf(stderr, "bench: %s FAILED: %s\n", ModeName(mode), r.status.ToString().c_str());
+  if (!r.status.ok())
+    std::fprintf(stderr, "bench: %s FAILED: %s\n", ModeName(mode), r.status.ToString().c_str());
   return r;
 }
 
 // The whole bench: the private dir and the template live as long as this call.
-Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelToken* cancel, bool* mode_failed) {
+Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelToken* cancel,
+             bool* mode_failed) {
   VMConfig config = opts.config;
   std::string runtime = config.runtime_dir.empty() ? DefaultRuntimeDir() : config.runtime_dir;
   VMF_ASSIGN_OR_RETURN(auto tmp, PrivateDir::Create(runtime));  // destroyed last
@@ -1034,7 +1065,8 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   bool kvm = QemuUsesKvm(h);
   json machine = MachineJson(config, kvm, tmp->path());
   std::fprintf(stderr, "bench: %s, %s, %s\n", machine.value("accel", std::string()).c_str(),
-               machine.value("cpu_model", std::string()).c_str(), machine.value("qemu_version", std::string()).c_str());
+               machine.value("cpu_model", std::string()).c_str(),
+               machine.value("qemu_version", std::string()).c_str());
 
   std::unique_ptr<BenchTemplate> tmpl;
   if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache)) {

@@ -28,11 +28,11 @@ namespace vmf {
 struct BenchOptions {
   VMConfig config;
   std::vector<std::string> modes = {"cold", "template", "cache"};
-  int iterations = 5;       // latency samples per mode
-  int concurrency = 2;      // requests at once for the throughput figure
-  int concurrency_mem = 4;  // VMs alive at once for the memory measurement (K)
-  std::string json_path;    // write every figure here if set
-  std::string plot_path;    // PNG (gnuplot) if set
+  int iterations = 5;                     // latency samples per mode
+  int concurrency = 2;                    // requests at once for the throughput figure
+  int concurrency_mem = 4;                // VMs alive at once for the memory measurement (K)
+  std::string json_path;                  // write every figure here if set
+  std::string plot_path;                  // PNG (gnuplot) if set
   std::vector<std::string> command_line;  // recorded in the JSON
 };
 

@@ -9,13 +9,13 @@
 
 #include "bench/bench.h"
 #include "cli/run.h"
-#include "soak/soak.h"
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "config/config_file.h"
 #include "daemon/client.h"
 #include "daemon/daemon.h"
 #include "factory/template.h"
+#include "soak/soak.h"
 #include "vm/config.h"
 
 namespace {
@@ -98,9 +98,9 @@ int PrintStatus(const std::string& root) {
   }
   std::printf("template: %s\n", t->generation.c_str());
   std::printf("  kernel:   %s\n  initrd:   %s\n", t->hypervisor.kernel.c_str(), t->hypervisor.initrd.c_str());
-  std::printf("  machine:  %s, %u vCPUs (max %u), %u MiB (max %u, %u slots)\n", t->hypervisor.qemu.machine.c_str(),
-              t->hypervisor.vcpus, t->hypervisor.max_vcpus, t->hypervisor.memory_mib,
-              t->hypervisor.max_memory_mib, t->hypervisor.qemu.memory_slots);
+  std::printf("  machine:  %s, %u vCPUs (max %u), %u MiB (max %u, %u slots)\n",
+              t->hypervisor.qemu.machine.c_str(), t->hypervisor.vcpus, t->hypervisor.max_vcpus,
+              t->hypervisor.memory_mib, t->hypervisor.max_memory_mib, t->hypervisor.qemu.memory_slots);
   std::printf("  size:     %.1f MiB memory + %.1f KiB device state\n", t->memory_bytes / 1048576.0,
               t->state_bytes / 1024.0);
   std::printf("  age:      %s (format version %d)\n", Age(t->created_unix).c_str(), t->format_version);

@@ -84,7 +84,7 @@ Status InstallFromSpec(const std::string& spec) {
   SetHook([rules = std::move(rules), rng](std::string_view point, const Target& t) {
     for (const auto& r : rules) {
       if (r.point != point) continue;
-      double roll;
+      double roll = 0.0;
       {
         std::lock_guard<std::mutex> l(rng->first);
         roll = std::uniform_real_distribution<double>(0.0, 1.0)(rng->second);

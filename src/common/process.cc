@@ -34,8 +34,7 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
 
 ChildProcess::~ChildProcess() { Stop(); }
 
-Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
-                                         const SpawnOptions& opts) {
+Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, const SpawnOptions& opts) {
   if (argv.empty() || argv[0].empty()) return InvalidArgument("empty command line");
   if (opts.pass_fds.size() > kMaxPassFds) return InvalidArgument("too many fds to pass");
   std::vector<char*> cargv;
@@ -87,7 +86,7 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
   err_w.reset();
   ChildProcess child(pid, true);
   int child_errno = 0;
-  ssize_t n;
+  ssize_t n = 0;
   do {
     n = ::read(err_r.get(), &child_errno, sizeof(child_errno));
   } while (n < 0 && errno == EINTR);
@@ -115,7 +114,7 @@ std::optional<int> ChildProcess::Poll() {
     return exit_status_;
   }
   int status = 0;
-  pid_t r;
+  pid_t r = 0;
   do {
     r = ::waitpid(pid_, &status, WNOHANG);
   } while (r < 0 && errno == EINTR);

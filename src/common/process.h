@@ -38,8 +38,7 @@ class ChildProcess {
   ~ChildProcess();
 
   // Starts argv[0] (an absolute path or a name looked up in PATH).
-  static Result<ChildProcess> Spawn(const std::vector<std::string>& argv,
-                                    const SpawnOptions& opts = {});
+  static Result<ChildProcess> Spawn(const std::vector<std::string>& argv, const SpawnOptions& opts = {});
   // Adopts a process we did not start (for example a VM handed over by a
   // daemon): it is signalled, and reaped only if it happens to be our child.
   static ChildProcess Adopt(pid_t pid);

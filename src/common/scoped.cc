@@ -48,8 +48,9 @@ ScopedMount& ScopedMount::operator=(ScopedMount&& o) noexcept {
   return *this;
 }
 
-Result<ScopedMount> ScopedMount::Mount(const std::string& source, const std::string& dir, const std::string& type,
-                                       unsigned long flags, const std::string& data) {
+Result<ScopedMount> ScopedMount::Mount(const std::string& source, const std::string& dir,
+                                       const std::string& type, unsigned long flags,
+                                       const std::string& data) {
   if (::mount(source.c_str(), dir.c_str(), type.c_str(), flags, data.c_str()) != 0) {
     return ErrnoStatus(errno, "mount " + type + " at " + dir);
   }
@@ -81,7 +82,8 @@ Status ScopedTempFile::Commit(const std::string& dest) {
   if (path_.empty()) return FailedPrecondition("commit " + dest + ": nothing was written");
   if (::fsync(fd_.get()) != 0) return ErrnoStatus(errno, "fsync " + path_);
   fd_.reset();
-  if (::rename(path_.c_str(), dest.c_str()) != 0) return ErrnoStatus(errno, "rename " + path_ + " to " + dest);
+  if (::rename(path_.c_str(), dest.c_str()) != 0)
+    return ErrnoStatus(errno, "rename " + path_ + " to " + dest);
   path_.clear();
   return OkStatus();
 }

@@ -75,7 +75,7 @@ Status ErrnoStatus(int err, std::string_view what);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (std::get<Status>(v_).ok()) v_ = Status(Code::kInternal, "Result built from an OK status");
   }
@@ -99,16 +99,20 @@ class [[nodiscard]] Result {
 #define VMF_CONCAT_INNER(a, b) a##b
 #define VMF_CONCAT(a, b) VMF_CONCAT_INNER(a, b)
 
-#define VMF_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    ::vmf::Status vmf_status_ = (expr);    \
+#define VMF_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::vmf::Status vmf_status_ = (expr);        \
     if (!vmf_status_.ok()) return vmf_status_; \
   } while (0)
 
+// tmp is an identifier and lhs a declaration or an lvalue (`auto x`, `x`,
+// `*p`): neither can be put in parentheses.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define VMF_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 #define VMF_ASSIGN_OR_RETURN(lhs, expr) \
   VMF_ASSIGN_OR_RETURN_IMPL(VMF_CONCAT(vmf_result_, __LINE__), lhs, expr)

@@ -336,7 +336,8 @@ class Loader {
                  }},
                 {"memory_slots",
                  [&](const toml::node& n, const std::string& key) {
-                   if (auto v = Int(n, key, 0, kMaxMemorySlots)) h.qemu.memory_slots = static_cast<uint32_t>(*v);
+                   if (auto v = Int(n, key, 0, kMaxMemorySlots))
+                     h.qemu.memory_slots = static_cast<uint32_t>(*v);
                  }},
                 {"default_maxmemory",
                  [&](const toml::node& n, const std::string& key) {

@@ -23,14 +23,16 @@ Result<vmfactory::v1::VM> DaemonClient::GetVM(uint32_t cpus, uint32_t memory_mib
 Result<vmfactory::v1::StatusResponse> DaemonClient::GetStatus() {
   vmfactory::v1::Empty req;
   vmfactory::v1::StatusResponse resp;
-  VMF_RETURN_IF_ERROR(client_->Call(kFactoryService, "Status", req, &resp, Deadline(std::chrono::seconds(10))));
+  VMF_RETURN_IF_ERROR(
+      client_->Call(kFactoryService, "Status", req, &resp, Deadline(std::chrono::seconds(10))));
   return resp;
 }
 
 Result<vmfactory::v1::ConfigResponse> DaemonClient::GetConfig() {
   vmfactory::v1::Empty req;
   vmfactory::v1::ConfigResponse resp;
-  VMF_RETURN_IF_ERROR(client_->Call(kFactoryService, "Config", req, &resp, Deadline(std::chrono::seconds(10))));
+  VMF_RETURN_IF_ERROR(
+      client_->Call(kFactoryService, "Config", req, &resp, Deadline(std::chrono::seconds(10))));
   return resp;
 }
 

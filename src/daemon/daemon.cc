@@ -139,7 +139,7 @@ class Daemon {
     // Handed-out VMs outlive us (their owners stop them), but one that has
     // already exited is our zombie child until we reap it: do, rather than
     // leave it to init.
-    int status;
+    int status = 0;
     while (::waitpid(-1, &status, WNOHANG) > 0) {
     }
     ::unlink(lock_path.c_str());
@@ -278,7 +278,7 @@ class Daemon {
       json j = text.ok() ? json::parse(*text, nullptr, false) : json();
       HandedOutVm rec;
       auto handle = j.is_object() && j.contains("vm") ? VMHandle::FromJson(j["vm"], e.path().string())
-                                                       : Result<VMHandle>(DataLoss("no vm"));
+                                                      : Result<VMHandle>(DataLoss("no vm"));
       bool ok = handle.ok();
       if (ok) {
         rec.handle = std::move(*handle);
@@ -338,7 +338,7 @@ class Daemon {
       for (auto it = handed_.begin(); it != handed_.end();) {
         HandedOutVm& rec = it->second;
         // Our children (VMs this instance made) are reaped here.
-        int status;
+        int status = 0;
         ::waitpid(rec.handle.vmm_pid, &status, WNOHANG);
         ::waitpid(rec.handle.proxy_pid, &status, WNOHANG);
         if (!ProcessAlive(rec.handle.vmm_pid)) {

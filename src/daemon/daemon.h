@@ -17,11 +17,11 @@
 namespace vmf {
 
 struct DaemonOptions {
-  VMConfig vm;                  // the size and image of pooled VMs
-  std::string socket_path;      // the API socket (0600)
-  int cache_number = 2;         // pooled VMs kept ready; 0: no pool
-  int parallelism = 1;          // concurrent refills
-  bool use_template = true;     // clone from the template when one exists
+  VMConfig vm;               // the size and image of pooled VMs
+  std::string socket_path;   // the API socket (0600)
+  int cache_number = 2;      // pooled VMs kept ready; 0: no pool
+  int parallelism = 1;       // concurrent refills
+  bool use_template = true;  // clone from the template when one exists
   std::string template_path;
   std::string metrics_address;  // "host:port" for Prometheus text; "" off
   Duration owner_check_interval = std::chrono::milliseconds(200);

@@ -49,7 +49,8 @@ std::string Metrics::Render() const {
   std::lock_guard<std::mutex> l(mu_);
   std::string out;
   auto gauge = [&](const char* name, const char* help, double v) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " + Num(v) + "\n";
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " +
+           Num(v) + "\n";
   };
   gauge("vmfactory_pool_ready", "VMs ready in the pool.", ready_);
   gauge("vmfactory_pool_target", "VMs the pool keeps ready.", target_);
@@ -58,22 +59,26 @@ std::string Metrics::Render() const {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n";
     for (const char* s : {"template", "direct"}) {
       auto it = by_source.find(s);
-      out += std::string(name) + "{source=\"" + s + "\"} " + std::to_string(it == by_source.end() ? 0 : it->second) +
-             "\n";
+      out += std::string(name) + "{source=\"" + s + "\"} " +
+             std::to_string(it == by_source.end() ? 0 : it->second) + "\n";
     }
   };
   counter("vmfactory_boots_total", "VMs made for the pool, by source.", boots_);
   counter("vmfactory_boot_failures_total", "Failed attempts to make a pool VM, by source.", failures_);
-  out += "# HELP vmfactory_pool_replaced_total Pooled VMs found dead and replaced.\n"
-         "# TYPE vmfactory_pool_replaced_total counter\nvmfactory_pool_replaced_total " +
-         std::to_string(replaced_) + "\n";
-  out += "# HELP vmfactory_getvm_seconds Time to serve GetVM, by source.\n# TYPE vmfactory_getvm_seconds histogram\n";
+  out +=
+      "# HELP vmfactory_pool_replaced_total Pooled VMs found dead and replaced.\n"
+      "# TYPE vmfactory_pool_replaced_total counter\nvmfactory_pool_replaced_total " +
+      std::to_string(replaced_) + "\n";
+  out +=
+      "# HELP vmfactory_getvm_seconds Time to serve GetVM, by source.\n# TYPE vmfactory_getvm_seconds "
+      "histogram\n";
   for (const auto& [source, h] : getvm_) {
     for (size_t i = 0; i < kBounds.size(); ++i) {
       out += "vmfactory_getvm_seconds_bucket{source=\"" + source + "\",le=\"" + Num(kBounds[i]) + "\"} " +
              std::to_string(h.buckets[i]) + "\n";
     }
-    out += "vmfactory_getvm_seconds_bucket{source=\"" + source + "\",le=\"+Inf\"} " + std::to_string(h.count) + "\n";
+    out += "vmfactory_getvm_seconds_bucket{source=\"" + source + "\",le=\"+Inf\"} " +
+           std::to_string(h.count) + "\n";
     out += "vmfactory_getvm_seconds_sum{source=\"" + source + "\"} " + Num(h.sum) + "\n";
     out += "vmfactory_getvm_seconds_count{source=\"" + source + "\"} " + std::to_string(h.count) + "\n";
   }

@@ -20,7 +20,7 @@ Status WarmUp(VM& vm) {
 }  // namespace
 
 VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, PoolObserver* observer)
-    : base_(std::move(base)), opts_(std::move(options)), observer_(observer) {
+    : base_(std::move(base)), opts_(options), observer_(observer) {
   ReportSize(0);
   for (int i = 0; i < std::max(1, opts_.parallelism); ++i) workers_.emplace_back([this] { RefillLoop(); });
   monitor_ = std::jthread([this] { MonitorLoop(); });
@@ -144,8 +144,8 @@ void VMCache::MonitorLoop() {
     std::vector<std::unique_ptr<VM>> dead;
     for (auto it = ready_.begin(); it != ready_.end();) {
       if (!(*it)->Healthy()) {
-        spdlog::warn("pool: VM {} died (vmm pid {}, proxy pid {}); replacing it", (*it)->id(), (*it)->vmm_pid(),
-                     (*it)->proxy_pid());
+        spdlog::warn("pool: VM {} died (vmm pid {}, proxy pid {}); replacing it", (*it)->id(),
+                     (*it)->vmm_pid(), (*it)->proxy_pid());
         dead.push_back(std::move(*it));
         it = ready_.erase(it);
         ++replaced_;

@@ -6,7 +6,9 @@ namespace vmf {
 namespace {
 
 // Every VM a factory hands out is named after its id.
-Status NameAfterId(VM& vm) { return vm.WithCauses(vm.agent().SetHostname(vm.id())).WithContext("set hostname"); }
+Status NameAfterId(VM& vm) {
+  return vm.WithCauses(vm.agent().SetHostname(vm.id())).WithContext("set hostname");
+}
 
 class DirectFactory : public Factory {
  public:
@@ -88,7 +90,8 @@ std::unique_ptr<Factory> NewDirectFactory(VMConfig base, const VmDeps& deps) {
   return std::make_unique<DirectFactory>(std::move(base), deps);
 }
 
-Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root, const VmDeps& deps) {
+Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root,
+                                                    const VmDeps& deps) {
   VMF_RETURN_IF_ERROR(LoadTemplate(root).status());
   return std::unique_ptr<Factory>(new TemplateFactory(std::move(base), root, deps));
 }
@@ -99,8 +102,8 @@ Status PrepareForHandOut(VM& vm) {
   return NameAfterId(vm);
 }
 
-Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
-                                              CancelToken* cancel, const VmDeps& deps) {
+Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,
+                                              StepTimes* times, CancelToken* cancel, const VmDeps& deps) {
   VMConfig config = CloneConfig(t, request);
   // 1. The VM process waiting for its state, and the proxy; not running yet.
   VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config, times, cancel, deps));

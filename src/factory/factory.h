@@ -69,8 +69,8 @@ Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::st
 // Gets a clone of the template ready to hand out: restore, resume, agent
 // ready, fresh randomness, the host's clock, its own hostname (the VM id),
 // then hotplug up to the request's size.
-Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
-                                              CancelToken* cancel, const VmDeps& deps = {});
+Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,
+                                              StepTimes* times, CancelToken* cancel, const VmDeps& deps = {});
 // The steps every VM goes through before it is handed out from a template
 // or a pool: reseed, clock, hostname.
 Status PrepareForHandOut(VM& vm);

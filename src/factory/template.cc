@@ -190,8 +190,10 @@ std::string DefaultTemplateRoot(const std::string& runtime_dir) { return runtime
 Result<TemplateInfo> LoadTemplate(const std::string& root) {
   std::string current = root + "/current";
   std::error_code ec;
-  if (!fs::exists(root, ec)) return NotFound("no template at " + root + " (create one with `vmfactory init`)");
-  if (!fs::is_symlink(current, ec)) return NotFound("no template at " + root + ": " + current + " is missing");
+  if (!fs::exists(root, ec))
+    return NotFound("no template at " + root + " (create one with `vmfactory init`)");
+  if (!fs::is_symlink(current, ec))
+    return NotFound("no template at " + root + ": " + current + " is missing");
   // There is a template: whatever is wrong with it now is damage, never
   // "no template" (a file of it that is missing included).
   auto t = LoadGeneration(root, current);
@@ -231,7 +233,8 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
       tmpfs = std::move(*m);
       step("mounted a " + std::to_string(size_mib) + " MiB tmpfs at " + root);
     } else {
-      step("could not mount a tmpfs at " + root + " (" + m.status().message() + "); using the directory as is");
+      step("could not mount a tmpfs at " + root + " (" + m.status().message() +
+           "); using the directory as is");
     }
   }
   // The RAM file fills as the guest touches memory; a full filesystem would
@@ -305,8 +308,10 @@ Status HypervisorMismatch(const HypervisorConfig& a, const HypervisorConfig& b, 
   if (a.qemu.machine != b.qemu.machine) {
     return differs("machine " + b.qemu.machine + " differs from" + of + a.qemu.machine);
   }
-  if (a.kernel_params != b.kernel_params) return differs("kernel parameters differ from" + of.substr(0, of.size() - 1));
-  if (b.vcpus < a.vcpus) return differs(std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus));
+  if (a.kernel_params != b.kernel_params)
+    return differs("kernel parameters differ from" + of.substr(0, of.size() - 1));
+  if (b.vcpus < a.vcpus)
+    return differs(std::to_string(b.vcpus) + " vCPUs is fewer than" + of + std::to_string(a.vcpus));
   if (b.vcpus > a.max_vcpus) {
     return differs(std::to_string(b.vcpus) + " vCPUs is more than" + of + "hotplug ceiling " +
                    std::to_string(a.max_vcpus));

@@ -25,8 +25,8 @@ namespace vmf {
 inline constexpr int kTemplateFormatVersion = 1;
 
 struct TemplateInfo {
-  std::string root;        // the template root
-  std::string generation;  // ROOT/gen-ID
+  std::string root;             // the template root
+  std::string generation;       // ROOT/gen-ID
   HypervisorConfig hypervisor;  // what the template VM was booted with
   int format_version = 0;
   int64_t created_unix = 0;
@@ -44,10 +44,10 @@ std::string DefaultTemplateRoot(const std::string& runtime_dir);
 // Boots a VM from `config`, waits for its agent, disconnects, pauses, saves
 // its state and stops it, then publishes it as the current template.
 struct TemplateOptions {
-  bool force = false;        // replace a valid template
-  bool mount_tmpfs = true;   // as root, keep the template in a tmpfs of its own
-  Progress progress;         // told each step, if set
-  VmDeps deps;               // what the template VM is made with (tests: fakes)
+  bool force = false;       // replace a valid template
+  bool mount_tmpfs = true;  // as root, keep the template in a tmpfs of its own
+  Progress progress;        // told each step, if set
+  VmDeps deps;              // what the template VM is made with (tests: fakes)
 };
 
 // Refuses to replace a valid template unless `force`.
@@ -69,7 +69,7 @@ Status DestroyTemplate(const std::string& root);
 // or kernel command line, or a size below base's or above its hotplug
 // ceiling. `whose` names base in the message.
 Status HypervisorMismatch(const HypervisorConfig& base, const HypervisorConfig& request,
-                               const std::string& whose);
+                          const std::string& whose);
 
 // HypervisorMismatch against the template's config.
 Status TemplateMismatch(const TemplateInfo& t, const VMConfig& request);

@@ -38,7 +38,7 @@ AgentSession::Actions AgentSession::OnConnected(Clock::time_point now) {
 // A new session on the channel: a fresh random sync id, and every byte until
 // its reply is stale.
 void AgentSession::StartSession(Clock::time_point now, Actions* out) {
-  uint32_t id;
+  uint32_t id = 0;
   do {
     id = (opt_.random() % 0x3fffffffu) | 1u;
   } while (id == sync_id_);
@@ -158,7 +158,7 @@ void AgentSession::OnAgentFrame(DecodeEvent& ev, Actions* out) {
 }
 
 AgentSession::Actions AgentSession::OnClientRequest(ClientId client, uint32_t client_stream, uint8_t type,
-                                                    uint8_t flags, std::string payload) {
+                                                    uint8_t flags, const std::string& payload) {
   Actions out;
   if (type != ttrpc::kTypeRequest) return out;  // unary only: data frames are not routed
   ClientState& c = clients_[client];

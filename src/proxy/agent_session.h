@@ -90,7 +90,7 @@ class AgentSession {
   Actions OnAgentBytes(std::string_view data, Clock::time_point now);
   // A frame from a client (frames that are not requests are ignored).
   Actions OnClientRequest(ClientId client, uint32_t client_stream, uint8_t type, uint8_t flags,
-                          std::string payload);
+                          const std::string& payload);
   // The client has gone: its pending calls are forgotten, and their late
   // replies dropped. Returns no action today.
   Actions OnClientGone(ClientId client);

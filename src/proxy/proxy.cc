@@ -98,8 +98,9 @@ class ProxyServer {
   }
 
   // Called by clients.
-  void Forward(uint64_t client, uint32_t client_stream, uint8_t type, uint8_t flags, std::string payload) {
-    Do(session_.OnClientRequest(client, client_stream, type, flags, std::move(payload)));
+  void Forward(uint64_t client, uint32_t client_stream, uint8_t type, uint8_t flags,
+               const std::string& payload) {
+    Do(session_.OnClientRequest(client, client_stream, type, flags, payload));
   }
   void ClientGone(uint64_t id) {
     Do(session_.OnClientGone(id));
@@ -327,7 +328,7 @@ void ClientConn::OnFrame(DecodeEvent& ev) {
     return;
   }
   // The session checks stream ids and limits, and routes the request.
-  server_->Forward(id_, sid, ev.frame.type, ev.frame.flags, std::move(ev.frame.payload));
+  server_->Forward(id_, sid, ev.frame.type, ev.frame.flags, ev.frame.payload);
 }
 
 }  // namespace

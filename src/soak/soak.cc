@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
@@ -44,7 +45,7 @@ std::string SelfExe() {
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  size_t i = static_cast<size_t>(std::lround(p * static_cast<double>(v.size() - 1)));
   return v[std::min(i, v.size() - 1)];
 }
 
@@ -180,7 +181,7 @@ class Soak {
       daemon_.Signal(SIGTERM);
       auto st = daemon_.Wait(Deadline(std::chrono::seconds(60)));
       if (!st.ok() || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) {
-        leaks_.push_back("the daemon did not exit cleanly on SIGTERM");
+        leaks_.emplace_back("the daemon did not exit cleanly on SIGTERM");
       }
       daemon_.Stop();
       // With the daemon gone, nothing of it may be left.

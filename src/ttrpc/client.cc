@@ -84,7 +84,7 @@ Result<std::string> Client::CallRaw(const std::string& service, const std::strin
   }
 
   auto pending = std::make_shared<Pending>();
-  uint32_t id;
+  uint32_t id = 0;
   Status wst;
   {
     // Ids are taken and sent under one lock: a server rejects a stream id

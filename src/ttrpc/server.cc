@@ -93,7 +93,7 @@ Status Server::Serve(UniqueFd listen_fd) {
     pollfd fds[2] = {{listen_fd.get(), POLLIN, 0}, {wake_r_.get(), POLLIN, 0}};
     int r = ::poll(fds, 2, 1000);
     std::vector<std::jthread> done;  // joined as it goes
-    bool stopping;
+    bool stopping = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);
@@ -115,7 +115,8 @@ Status Server::Serve(UniqueFd listen_fd) {
     std::lock_guard<std::mutex> l(mu_);
     if (conns_.size() >= max_connections_) continue;  // closed here
     const int fd = conn.get();
-    conns_[fd] = std::jthread([this, c = std::move(conn), peer]() mutable { ServeConnection(std::move(c), peer); });
+    conns_[fd] =
+        std::jthread([this, c = std::move(conn), peer]() mutable { ServeConnection(std::move(c), peer); });
   }
   // Shutting down: wake every connection thread and wait for it.
   {
@@ -124,7 +125,7 @@ Status Server::Serve(UniqueFd listen_fd) {
   }
   for (;;) {
     std::vector<std::jthread> done;
-    bool empty;
+    bool empty = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       done.swap(finished_);

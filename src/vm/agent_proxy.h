@@ -44,7 +44,8 @@ class ProxyLauncher {
  public:
   virtual ~ProxyLauncher() = default;
   // Starts a proxy and returns once it listens; the guest may still boot.
-  virtual Result<std::unique_ptr<AgentProxy>> Launch(const ProxyRequest& request, const Deadline& deadline) = 0;
+  virtual Result<std::unique_ptr<AgentProxy>> Launch(const ProxyRequest& request,
+                                                     const Deadline& deadline) = 0;
   // Takes over a running proxy of the VM in request.dir.
   virtual Result<std::unique_ptr<AgentProxy>> Adopt(const ProxyRequest& request, pid_t pid) = 0;
 };

@@ -32,7 +32,8 @@ struct VMConfig {
   Status Validate(const HypervisorBackend* backend = nullptr) const;
 };
 
-// $VMF_RUNTIME_DIR if set, else /run/vmfactory as root, $XDG_RUNTIME_DIR/vmfactory otherwise, else /tmp/vmfactory-UID.
+// $VMF_RUNTIME_DIR if set, else /run/vmfactory as root, $XDG_RUNTIME_DIR/vmfactory otherwise, else
+// /tmp/vmfactory-UID.
 std::string DefaultRuntimeDir();
 // $VMF_GUEST_DIR, else the guest image beside our binaries (BIN/../guest in
 // a build tree, BIN/../share/vmfactory/guest when installed).

@@ -7,12 +7,11 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <filesystem>
 #include <thread>
-
-#include <algorithm>
-#include <climits>
 
 #include "common/census.h"
 #include "common/failpoint.h"
@@ -104,7 +103,8 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   VMF_RETURN_IF_ERROR(config.Validate(deps.backend));
   std::unique_ptr<VM> vm(new VM(config, NewVmId(), deps));
   const bool clone = config.hypervisor.boot == BootMode::kClone;
-  vm->log_->info("creating VM: {} vCPUs, {} MiB{}", vm->cpus_, vm->memory_mib_, clone ? ", from template" : "");
+  vm->log_->info("creating VM: {} vCPUs, {} MiB{}", vm->cpus_, vm->memory_mib_,
+                 clone ? ", from template" : "");
   Deadline deadline(config.agent.boot_timeout);
   StepTimer timer(times);
   auto cancelled = [&] {
@@ -129,7 +129,8 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   VMF_RETURN_IF_ERROR(cancelled());
 
   // 4. Our own connection to the agent, through the proxy.
-  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
+  VMF_ASSIGN_OR_RETURN(vm->agent_,
+                       AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
 
   // 5. Wait for the agent. A clone is paused until Start(): not checked here.
   if (!clone) {
@@ -239,7 +240,8 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
   }
   vm->hypervisor_ = std::move(*hyp);
   VMF_ASSIGN_OR_RETURN(vm->proxy_, deps.proxy->Adopt(vm->ProxyRequestFor(), h.proxy_pid));
-  VMF_ASSIGN_OR_RETURN(vm->agent_, AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
+  VMF_ASSIGN_OR_RETURN(vm->agent_,
+                       AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
   vm->log_->info("attached (vmm pid {}, proxy pid {})", h.vmm_pid, h.proxy_pid);
   return vm;
 }

@@ -53,8 +53,7 @@ TEST_F(ExecTest, StdinReachesTheCommand) {
 
 TEST_F(ExecTest, MoreThanOneMiBOfOutputArrivesIntact) {
   // 3 MiB of a known pattern on stdout and 1.5 MiB on stderr, concurrently.
-  auto r = Exec(*vm_, {"sh", "-c",
-                       "yes 0123456789abcdef | head -c 3145728; yes ERR | head -c 1572864 >&2"});
+  auto r = Exec(*vm_, {"sh", "-c", "yes 0123456789abcdef | head -c 3145728; yes ERR | head -c 1572864 >&2"});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->exit_code, 0);
   ASSERT_EQ(r->out.size(), 3145728u);

@@ -96,7 +96,11 @@ TEST(VmFaultTest, BadConfigValuesNameTheField) {
   };
   std::vector<Case> cases = {
       {[](VMConfig& c) { c.hypervisor.vcpus = 0; }, "hypervisor.vcpus"},
-      {[](VMConfig& c) { c.hypervisor.vcpus = 8; c.hypervisor.max_vcpus = 4; }, "hypervisor.max_vcpus"},
+      {[](VMConfig& c) {
+         c.hypervisor.vcpus = 8;
+         c.hypervisor.max_vcpus = 4;
+       },
+       "hypervisor.max_vcpus"},
       {[](VMConfig& c) { c.hypervisor.memory_mib = 16; }, "hypervisor.memory_mib"},
       {[](VMConfig& c) { c.hypervisor.max_memory_mib = 128; }, "hypervisor.max_memory_mib"},
       {[](VMConfig& c) { c.hypervisor.initrd = ""; }, "hypervisor.initrd"},

@@ -118,7 +118,8 @@ TEST(VmOpsTest, AssignSandboxLinksAndRejectsBadIds) {
   EXPECT_EQ(std::filesystem::read_symlink(link, ec).string(), vm->dir());
   EXPECT_TRUE(std::filesystem::exists(link + "/proxy.sock", ec));
 
-  for (const std::string& bad : std::vector<std::string>{"../x", "a/b", "", "..", ".hidden", std::string(65, 'a'), std::string("a\0b", 3)}) {
+  for (const std::string& bad : std::vector<std::string>{"../x", "a/b", "", "..", ".hidden",
+                                                         std::string(65, 'a'), std::string("a\0b", 3)}) {
     Status s = vm->AssignSandbox(bad);
     EXPECT_EQ(s.code(), Code::kInvalidArgument) << "id '" << bad << "': " << s.ToString();
   }

@@ -34,7 +34,7 @@ class InProcessAgent {
  public:
   InProcessAgent(UniqueFd listen, agent::ChannelServer::Options options, bool silent)
       : listen_(std::move(listen)), options_(std::move(options)), silent_(silent) {
-    thread_ = std::jthread([this](std::stop_token stop) { Loop(stop); });
+    thread_ = std::jthread([this](const std::stop_token& stop) { Loop(stop); });
   }
   ~InProcessAgent() {
     thread_.request_stop();
@@ -42,7 +42,7 @@ class InProcessAgent {
   }
 
  private:
-  void Loop(std::stop_token stop) {
+  void Loop(const std::stop_token& stop) {
     std::unique_ptr<agent::ChannelServer> server;
     while (!stop.stop_requested()) {
       pollfd p{listen_.get(), POLLIN, 0};

@@ -52,7 +52,8 @@ class ProcessTableTest : public ::testing::Test {
   }
 
   // Starts args as ("c1", eid); returns the pid (the spawned fds in *out_fd).
-  pid_t Start(ProcessTable* t, const std::string& eid, std::vector<std::string> args, int* out_fd = nullptr) {
+  pid_t Start(ProcessTable* t, const std::string& eid, const std::vector<std::string>& args,
+              int* out_fd = nullptr) {
     grpc::Process p;
     for (auto& a : args) p.add_args(a);
     EXPECT_TRUE(t->CheckNew("c1", eid).ok());

@@ -220,7 +220,10 @@ TEST_F(AgentServerTest, RandomBytesThenResync) {
   opt.partial_frame_timeout = milliseconds(100);
   TestPeer peer(opt);
   uint32_t x = 12345;
-  auto next = [&x] { x = x * 1103515245u + 12345u; return static_cast<char>(x >> 16); };
+  auto next = [&x] {
+    x = x * 1103515245u + 12345u;
+    return static_cast<char>(x >> 16);
+  };
   for (int round = 0; round < 50; ++round) {
     std::string junk;
     for (int i = 0; i < 97; ++i) junk += next();

@@ -1,5 +1,6 @@
 // AgentService methods, driven through a ChannelServer over a socketpair
 // with real frames, running real processes on the host.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,8 +8,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "agent.pb.h"
 #include "health.pb.h"
@@ -28,7 +27,7 @@ class AgentServiceTest : public ::testing::Test {
   void SetUp() override { SetLogEnabled(false); }
   void TearDown() override { SetLogEnabled(true); }
 
-  ::ttrpc::Response Exec(TestPeer& peer, const std::string& id, std::vector<std::string> args) {
+  ::ttrpc::Response Exec(TestPeer& peer, const std::string& id, const std::vector<std::string>& args) {
     grpc::ExecProcessRequest req;
     req.set_container_id("c1");
     req.set_exec_id(id);

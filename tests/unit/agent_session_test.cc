@@ -32,6 +32,7 @@ std::vector<ttrpc::Frame> Decode(const std::string& bytes) {
   d.Feed(bytes, &ev);
   EXPECT_FALSE(d.mid_frame());
   std::vector<ttrpc::Frame> out;
+  out.reserve(ev.size());
   for (auto& e : ev) out.push_back(std::move(e.frame));
   return out;
 }

@@ -12,7 +12,7 @@
 namespace vmf::agent {
 namespace {
 
-grpc::Process Proc(std::vector<std::string> args) {
+grpc::Process Proc(const std::vector<std::string>& args) {
   grpc::Process p;
   for (auto& a : args) p.add_args(a);
   return p;

@@ -48,9 +48,15 @@ class ConfigFileTest : public ::testing::Test {
   // The smallest file that passes VMConfig::Validate() with our stand-ins.
   std::string BaseQemu() const {
     return "[hypervisor.qemu]\n"
-           "path = \"" + qemu_ + "\"\n"
-           "kernel = \"" + kernel_ + "\"\n"
-           "initrd = \"" + initrd_ + "\"\n"
+           "path = \"" +
+           qemu_ +
+           "\"\n"
+           "kernel = \"" +
+           kernel_ +
+           "\"\n"
+           "initrd = \"" +
+           initrd_ +
+           "\"\n"
            "accel = \"tcg\"\n";
   }
 
@@ -61,7 +67,7 @@ class ConfigFileTest : public ::testing::Test {
   std::string dir_, kernel_, initrd_, qemu_;
 };
 
-#define REQUIRE_PROXY()                                                                       \
+#define REQUIRE_PROXY() \
   if (!ProxyBuilt()) GTEST_SKIP() << "vmfactory-proxy not built at " << DefaultVMConfig().proxy.path
 
 TEST_F(ConfigFileTest, DefaultsNeedNoFile) {
@@ -87,9 +93,15 @@ TEST_F(ConfigFileTest, FullValidFile) {
   std::string text =
       "# vmfactory configuration\n"
       "[hypervisor.qemu]\n"
-      "path = \"" + qemu_ + "\"\n"
-      "kernel = \"" + kernel_ + "\"\n"
-      "initrd = \"" + initrd_ + "\"\n"
+      "path = \"" +
+      qemu_ +
+      "\"\n"
+      "kernel = \"" +
+      kernel_ +
+      "\"\n"
+      "initrd = \"" +
+      initrd_ +
+      "\"\n"
       "machine_type = \"pc\"\n"
       "kernel_params = \"quiet loglevel=3\"\n"
       "default_vcpus = 2\n"
@@ -202,8 +214,8 @@ TEST_F(ConfigFileTest, UnknownTopLevelKey) {
 }
 
 TEST_F(ConfigFileTest, UnknownTableNamedWithLine) {
-  auto r = ParseConfig("[agent]\nboot_timeout = 5\n\n[hypervisor.firecracker]\npath = \"/x\"\n",
-                       "config.toml");
+  auto r =
+      ParseConfig("[agent]\nboot_timeout = 5\n\n[hypervisor.firecracker]\npath = \"/x\"\n", "config.toml");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
   EXPECT_THAT(r.status().message(), StartsWith("config.toml:4: hypervisor.firecracker: unknown table"));
@@ -217,8 +229,7 @@ TEST_F(ConfigFileTest, NegativeCacheSizeNamed) {
   auto r = ParseConfig(BaseQemu() + "\n[factory]\nvm_cache_number = -1\n", "config.toml");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(r.status().message(),
-            "config.toml:8: factory.vm_cache_number: must be between 0 and 64, got -1");
+  EXPECT_EQ(r.status().message(), "config.toml:8: factory.vm_cache_number: must be between 0 and 64, got -1");
 }
 
 TEST_F(ConfigFileTest, OtherRanges) {
@@ -226,16 +237,23 @@ TEST_F(ConfigFileTest, OtherRanges) {
     std::string text, want;
   };
   for (const Case& c : std::vector<Case>{
-           {"[hypervisor.qemu]\ndefault_vcpus = 0\n", "hypervisor.qemu.default_vcpus: must be between 1 and 240, got 0"},
-           {"[hypervisor.qemu]\ndefault_memory = 32\n", "hypervisor.qemu.default_memory: must be between 64 and 1048576"},
-           {"[hypervisor.qemu]\nmemory_slots = 257\n", "hypervisor.qemu.memory_slots: must be between 0 and 256"},
-           {"[hypervisor.qemu]\nmachine_type = \"virt\"\n", "hypervisor.qemu.machine_type: must be \"q35\" or \"pc\", got 'virt'"},
-           {"[hypervisor.qemu]\nkernel = \"vmlinuz\"\n", "hypervisor.qemu.kernel: must be an absolute path, got 'vmlinuz'"},
+           {"[hypervisor.qemu]\ndefault_vcpus = 0\n",
+            "hypervisor.qemu.default_vcpus: must be between 1 and 240, got 0"},
+           {"[hypervisor.qemu]\ndefault_memory = 32\n",
+            "hypervisor.qemu.default_memory: must be between 64 and 1048576"},
+           {"[hypervisor.qemu]\nmemory_slots = 257\n",
+            "hypervisor.qemu.memory_slots: must be between 0 and 256"},
+           {"[hypervisor.qemu]\nmachine_type = \"virt\"\n",
+            "hypervisor.qemu.machine_type: must be \"q35\" or \"pc\", got 'virt'"},
+           {"[hypervisor.qemu]\nkernel = \"vmlinuz\"\n",
+            "hypervisor.qemu.kernel: must be an absolute path, got 'vmlinuz'"},
            {"[agent]\nboot_timeout = 0\n", "agent.boot_timeout: must be between 1 and 3600, got 0"},
            {"[agent]\ncall_timeout = 3601\n", "agent.call_timeout: must be between 1 and 3600, got 3601"},
-           {"[factory]\nvm_cache_parallelism = 9\n", "factory.vm_cache_parallelism: must be between 1 and 8, got 9"},
+           {"[factory]\nvm_cache_parallelism = 9\n",
+            "factory.vm_cache_parallelism: must be between 1 and 8, got 9"},
            {"[factory]\ntemplate_path = \"rel/t\"\n", "factory.template_path: must be an absolute path"},
-           {"[factory]\nvm_cache_endpoint = \"d.sock\"\n", "factory.vm_cache_endpoint: must be an absolute path"},
+           {"[factory]\nvm_cache_endpoint = \"d.sock\"\n",
+            "factory.vm_cache_endpoint: must be an absolute path"},
            {"[runtime]\ndir = \"run\"\n", "runtime.dir: must be an absolute path"},
        }) {
     auto r = ParseConfig(c.text, "config.toml");
@@ -254,7 +272,8 @@ TEST_F(ConfigFileTest, WrongTypeNamed) {
 
   r = ParseConfig("[factory]\nenable_template = 1\n", "config.toml");
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(), "config.toml:2: factory.enable_template: expected a boolean, got an integer");
+  EXPECT_EQ(r.status().message(),
+            "config.toml:2: factory.enable_template: expected a boolean, got an integer");
 
   r = ParseConfig("[hypervisor.qemu]\ndefault_memory = 512.0\n", "config.toml");
   ASSERT_FALSE(r.ok());

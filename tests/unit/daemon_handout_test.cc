@@ -44,7 +44,9 @@ class DaemonHandOutTest : public ::testing::Test {
     auto s = (*c)->GetStatus();
     return s.ok() ? *s : vmfactory::v1::StatusResponse();
   }
-  std::string Record(const std::string& id) const { return env_.runtime() + "/daemon/handed-" + id + ".json"; }
+  std::string Record(const std::string& id) const {
+    return env_.runtime() + "/daemon/handed-" + id + ".json";
+  }
 
   FakeVmEnv env_;
   DaemonOptions opts_;

@@ -2,6 +2,8 @@
 // in-process agent: where each VM comes from, the template factory's fall
 // back to a cold boot, the pool's hit/miss, fit, backoff and replacement.
 // No QEMU.
+#include "factory/factory.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -9,7 +11,6 @@
 #include <filesystem>
 
 #include "factory/cache.h"
-#include "factory/factory.h"
 #include "factory/template.h"
 #include "mocks/fake_vm_env.h"
 #include "support/wait_until.h"

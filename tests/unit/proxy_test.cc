@@ -380,6 +380,7 @@ TEST_F(ProxyTest, ManyThreadsOnOneClientAllGetTheirOwnReplies) {
   });
   std::atomic<int> good{0};
   std::vector<std::thread> callers;
+  callers.reserve(8);
   for (int t = 0; t < 8; ++t) {
     callers.emplace_back([&, t] {
       for (int i = 0; i < 25; ++i) {

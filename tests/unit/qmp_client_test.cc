@@ -132,8 +132,8 @@ class FakeQemu {
   }
   void SendLine(const json& j) { Send(j.dump() + "\r\n"); }
   void SendEvent(const std::string& name) {
-    SendLine({{"event", name}, {"data", json::object()},
-              {"timestamp", {{"seconds", 1}, {"microseconds", 2}}}});
+    SendLine(
+        {{"event", name}, {"data", json::object()}, {"timestamp", {{"seconds", 1}, {"microseconds", 2}}}});
   }
   void SendGreeting() {
     SendLine({{"QMP",
@@ -278,7 +278,8 @@ TEST(QmpClientTest, ConnectRetriesUntilTheSocketExists) {
   ASSERT_TRUE(WaitReadable(listener->get(), Deadline(2s)).ok());
   UniqueFd conn(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(conn.valid());
-  std::string greeting = R"({"QMP": {"version": {}, "capabilities": []}})" "\n";
+  std::string greeting = R"({"QMP": {"version": {}, "capabilities": []}})"
+                         "\n";
   ASSERT_TRUE(WriteAll(conn.get(), greeting, Deadline(2s)).ok());
   std::string got;
   while (got.find('\n') == std::string::npos) {
@@ -415,12 +416,12 @@ TEST(QmpClientTest, ErrorReplyNamesCommandClassAndDesc) {
   ASSERT_TRUE(c);
   std::thread qemu([&] {
     json cmd = fake.ReadCommand();
-    fake.SendLine({{"error", {{"class", "GenericError"},
-                              {"desc", "Invalid CPU socket-id: 1 must be in range 0:0"}}},
-                   {"id", cmd["id"]}});
+    fake.SendLine(
+        {{"error", {{"class", "GenericError"}, {"desc", "Invalid CPU socket-id: 1 must be in range 0:0"}}},
+         {"id", cmd["id"]}});
     cmd = fake.ReadCommand();
-    fake.SendLine({{"error", {{"class", "DeviceNotFound"}, {"desc", "Device 'd9' not found"}}},
-                   {"id", cmd["id"]}});
+    fake.SendLine(
+        {{"error", {{"class", "DeviceNotFound"}, {"desc", "Device 'd9' not found"}}}, {"id", cmd["id"]}});
   });
   auto r = c->Execute("device_add", {{"driver", "host-x86_64-cpu"}}, Deadline(2s));
   ASSERT_FALSE(r.ok());
@@ -612,7 +613,8 @@ TEST(QmpClientTest, EventQueueKeepsTheLast256) {
   ASSERT_TRUE(c);
   std::string lines;
   for (int i = 0; i < 300; ++i) lines += json({{"event", "E"}, {"data", {{"i", i}}}}).dump() + "\n";
-  lines += R"({"event": "LAST"})" "\n";
+  lines += R"({"event": "LAST"})"
+           "\n";
   fake.Send(lines);
   ASSERT_TRUE(c->WaitEvent("LAST", Deadline(2s)).ok());
   auto events = c->TakeEvents();
@@ -644,7 +646,7 @@ TEST(QmpClientTest, ExecuteWithFdPassesTheFd) {
     cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
     ASSERT_NE(cmsg, nullptr);
     ASSERT_EQ(cmsg->cmsg_type, SCM_RIGHTS);
-    int got;
+    int got = -1;
     std::memcpy(&got, CMSG_DATA(cmsg), sizeof(int));
     UniqueFd passed(got);
     EXPECT_EQ(::write(passed.get(), "hi", 2), 2);

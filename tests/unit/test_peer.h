@@ -32,7 +32,7 @@ class TestPeer {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit TestPeer(ChannelServer::Options options = ChannelServer::Options()) {
+  explicit TestPeer(const ChannelServer::Options& options = ChannelServer::Options()) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) ::abort();
     ::fcntl(sv[0], F_SETFL, O_NONBLOCK);

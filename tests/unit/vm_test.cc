@@ -29,7 +29,8 @@ class VmTest : public ::testing::Test {
     }
     EXPECT_EQ(CountFds(::getpid()), fds_);
   }
-  Result<std::unique_ptr<VM>> Create(const VMConfig& c, StepTimes* times = nullptr, CancelToken* cancel = nullptr) {
+  Result<std::unique_ptr<VM>> Create(const VMConfig& c, StepTimes* times = nullptr,
+                                     CancelToken* cancel = nullptr) {
     return VM::Create(c, times, cancel, env_.Deps());
   }
 
@@ -115,7 +116,8 @@ TEST_F(VmTest, CancelAfterCreateKillsTheVmProcess) {
   auto vm = Create(env_.Config(), nullptr, &cancel);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   cancel.Cancel();
-  for (int i = 0; i < 100 && (*vm)->Running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 100 && (*vm)->Running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_FALSE((*vm)->Running());
   EXPECT_FALSE((*vm)->Healthy());
   vm->reset();

@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/kvm.h>
-#include <sys/ioctl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,11 +132,12 @@ class QemuHypervisor : public Hypervisor {
     int n = ++dimm_seq_;
     std::string mem = "vmf-mem" + std::to_string(n);
     std::string dimm = "vmf-dimm" + std::to_string(n);
-    VMF_RETURN_IF_ERROR(qmp_->Execute("object-add", json{{"qom-type", "memory-backend-ram"},
-                                                         {"id", mem},
-                                                         {"size", uint64_t{mib} << 20}})
-                            .status());
-    Status st = qmp_->Execute("device_add", json{{"driver", "pc-dimm"}, {"id", dimm}, {"memdev", mem}}).status();
+    VMF_RETURN_IF_ERROR(
+        qmp_->Execute("object-add",
+                      json{{"qom-type", "memory-backend-ram"}, {"id", mem}, {"size", uint64_t{mib} << 20}})
+            .status());
+    Status st =
+        qmp_->Execute("device_add", json{{"driver", "pc-dimm"}, {"id", dimm}, {"memdev", mem}}).status();
     if (!st.ok()) {
       (void)qmp_->Execute("object-del", json{{"id", mem}});
       return st;
@@ -207,7 +208,8 @@ class QemuHypervisor : public Hypervisor {
           }
         }
       }
-      if (deadline.expired()) return DeadlineExceeded("the guest did not take hot-added " + device + " in time");
+      if (deadline.expired())
+        return DeadlineExceeded("the guest did not take hot-added " + device + " in time");
       std::this_thread::sleep_for(sleep);
       sleep = std::min(sleep * 2, std::chrono::milliseconds(50));
     }
@@ -251,10 +253,12 @@ class Backend : public HypervisorBackend {
 
   Status Validate(const HypervisorConfig& h) const override {
     if (FindProgram(h.qemu.path).empty()) {
-      return NotFound("hypervisor.qemu.path: '" + h.qemu.path + "' is not an executable (install qemu-system-x86)");
+      return NotFound("hypervisor.qemu.path: '" + h.qemu.path +
+                      "' is not an executable (install qemu-system-x86)");
     }
     if (h.qemu.machine != "q35" && h.qemu.machine != "pc") {
-      return InvalidArgument("hypervisor.qemu.machine: '" + h.qemu.machine + "' is not supported (q35 or pc)");
+      return InvalidArgument("hypervisor.qemu.machine: '" + h.qemu.machine +
+                             "' is not supported (q35 or pc)");
     }
     if (h.qemu.memory_slots > 256) return InvalidArgument("hypervisor.qemu.memory_slots: at most 256");
     if (h.qemu.accel == Accel::kKvm && !KvmUsable()) {
@@ -269,7 +273,8 @@ class Backend : public HypervisorBackend {
   }
 
   Result<std::unique_ptr<Hypervisor>> Attach(const std::string& id, const HypervisorConfig& config,
-                                             const std::string& dir, pid_t pid, const Deadline& deadline) override {
+                                             const std::string& dir, pid_t pid,
+                                             const Deadline& deadline) override {
     auto h = std::make_unique<QemuHypervisor>(id, config, dir);
     Status st = h->Attach(pid, deadline);
     if (!st.ok()) {
@@ -326,28 +331,51 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
   if (!c.kernel_params.empty()) params += " " + c.kernel_params;
   std::vector<std::string> argv = {
       c.qemu.path,
-      "-name", "vmf-" + id,
-      "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
-      "-machine", machine,
-      "-cpu", use_kvm ? "host" : "max",
-      "-smp", std::to_string(c.vcpus) + ",sockets=" + std::to_string(c.max_vcpus) +
-                  ",cores=1,threads=1,maxcpus=" + std::to_string(c.max_vcpus),
-      "-m", MiB(c.memory_mib) + ",slots=" + std::to_string(c.qemu.memory_slots) + ",maxmem=" + MiB(c.max_memory_mib),
-      "-object", backend,
-      "-kernel", c.kernel,
-      "-initrd", c.initrd,
-      "-append", params,
-      "-chardev", "socket,id=vmf-console,path=" + dir + "/console.sock,server=on,wait=off",
-      "-serial", "chardev:vmf-console",
-      "-device", "virtio-serial-pci,id=vmf-serial",
-      "-chardev", "socket,id=vmf-agent,path=" + dir + "/agent.sock,server=on,wait=off",
-      "-device", "virtserialport,chardev=vmf-agent,name=agent.0",
-      "-chardev", "socket,id=vmf-qmp,path=" + dir + "/qmp.sock,server=on,wait=off",
-      "-mon", "chardev=vmf-qmp,mode=control",
+      "-name",
+      "vmf-" + id,
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-vga",
+      "none",
+      "-no-reboot",
+      "-machine",
+      machine,
+      "-cpu",
+      use_kvm ? "host" : "max",
+      "-smp",
+      std::to_string(c.vcpus) + ",sockets=" + std::to_string(c.max_vcpus) +
+          ",cores=1,threads=1,maxcpus=" + std::to_string(c.max_vcpus),
+      "-m",
+      MiB(c.memory_mib) + ",slots=" + std::to_string(c.qemu.memory_slots) +
+          ",maxmem=" + MiB(c.max_memory_mib),
+      "-object",
+      backend,
+      "-kernel",
+      c.kernel,
+      "-initrd",
+      c.initrd,
+      "-append",
+      params,
+      "-chardev",
+      "socket,id=vmf-console,path=" + dir + "/console.sock,server=on,wait=off",
+      "-serial",
+      "chardev:vmf-console",
+      "-device",
+      "virtio-serial-pci,id=vmf-serial",
+      "-chardev",
+      "socket,id=vmf-agent,path=" + dir + "/agent.sock,server=on,wait=off",
+      "-device",
+      "virtserialport,chardev=vmf-agent,name=agent.0",
+      "-chardev",
+      "socket,id=vmf-qmp,path=" + dir + "/qmp.sock,server=on,wait=off",
+      "-mon",
+      "chardev=vmf-qmp,mode=control",
   };
   if (c.boot == BootMode::kClone) {
-    argv.push_back("-incoming");
-    argv.push_back("defer");
+    argv.emplace_back("-incoming");
+    argv.emplace_back("defer");
   }
   argv.insert(argv.end(), c.qemu.extra_args.begin(), c.qemu.extra_args.end());
   return argv;

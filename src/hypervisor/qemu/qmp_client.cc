@@ -327,7 +327,7 @@ Result<json> QmpClient::Run(const std::string& command, const json& arguments, i
   }
   auto pending = std::make_shared<Pending>();
   pending->command = command;
-  uint64_t id;
+  uint64_t id = 0;
   {
     std::lock_guard lk(mu_);
     if (closed_) return Status(close_reason_.code(), Quoted(command) + ": " + close_reason_.message());
