@@ -55,7 +55,7 @@ class Server {
   std::mutex mu_;
   bool stopping_ = false;
   UniqueFd wake_r_, wake_w_;
-  std::map<int, std::jthread> conns_;  // fd (owned by its thread) -> the thread
+  std::map<int, std::jthread> conns_;   // fd (owned by its thread) -> the thread
   std::vector<std::jthread> finished_;  // ended, to be joined by Serve
 };
 

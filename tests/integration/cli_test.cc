@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 
@@ -79,8 +79,8 @@ CliResult RunCli(const std::vector<std::string>& args, int sig = 0, Duration aft
 // nothing is left, is.
 TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
   const std::string json = CliRuntimeDir() + "-bench.json";
-  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm", "--iterations", "1", "--concurrency",
-                   "1", "--concurrency-mem", "1", "--json", json},
+  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm", "--iterations", "1",
+                   "--concurrency", "1", "--concurrency-mem", "1", "--json", json},
                   0, Duration(0), std::chrono::seconds(280));
   EXPECT_EQ(r.status, 0) << r.err;
   auto text = ReadFile(json, 16 << 20);

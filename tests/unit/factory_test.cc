@@ -183,7 +183,8 @@ class PoolTest : public ::testing::Test {
     return std::make_unique<VMCache>(NewDirectFactory(env_.Config(), env_.Deps()), o, &observer_);
   }
   bool WaitReady(VMCache& pool, int n) {
-    return WaitUntil([&] { return static_cast<int>(pool.Pool().ready.size()) >= n; }, std::chrono::seconds(30));
+    return WaitUntil([&] { return static_cast<int>(pool.Pool().ready.size()) >= n; },
+                     std::chrono::seconds(30));
   }
   FakeVmEnv env_;
   RecordingObserver observer_;
@@ -276,7 +277,8 @@ TEST_F(PoolTest, APooledVmThatDiesIsReplaced) {
   ASSERT_TRUE(WaitUntil([&] { return pool->Pool().replaced >= 1; }, std::chrono::seconds(30)))
       << "replaced " << pool->Pool().replaced << ", last error: " << pool->Pool().last_error;
   EXPECT_GE(observer_.replaced, 1);
-  ASSERT_TRUE(WaitReady(*pool, 2)) << pool->Pool().ready.size() << " ready, last error: " << pool->Pool().last_error;
+  ASSERT_TRUE(WaitReady(*pool, 2)) << pool->Pool().ready.size()
+                                   << " ready, last error: " << pool->Pool().last_error;
   for (const auto& h : pool->Pool().ready) EXPECT_NE(h.vmm_pid, victim);
 }
 
