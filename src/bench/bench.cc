@@ -555,12 +555,9 @@ class RawQemuSource : public Source {
       disk = dir_ + "/" + name + ".qcow2";
       VMF_RETURN_IF_ERROR(CopyFile(disk_, disk));
     }
-    struct RemoveFile {
-      std::string path;
-      ~RemoveFile() {
-        if (!path.empty()) ::unlink(path.c_str());
-      }
-    } remove_disk{disk};
+    Cleanup remove_disk([disk] {
+      if (!disk.empty()) ::unlink(disk.c_str());
+    });
 
     Sample s;
     Deadline deadline(config_.agent.boot_timeout);
@@ -579,7 +576,7 @@ class RawQemuSource : public Source {
     s.total = Between(t0, first);
     if (keep) {
       // The disk copy stays until the instance goes (it is in the VM's dir's parent).
-      remove_disk.path.clear();
+      remove_disk.Cancel();
       struct Kept : Instance {
         std::unique_ptr<RawQemu> q;
         std::string disk;
