@@ -13,49 +13,14 @@
 
 #include "guest_ops.h"
 #include "log.h"
+#include "support/temp_sysfs.h"
 
 namespace vmf::agent {
 namespace {
 
 using std::chrono::milliseconds;
 
-class TempSysfs {
- public:
-  TempSysfs() {
-    char tmpl[] = "/tmp/vmf_guest_ops_XXXXXX";
-    root_ = ::mkdtemp(tmpl);
-    for (const char* d : {"devices", "devices/system", "devices/system/cpu", "devices/system/memory"})
-      Mkdir(d);
-  }
-  ~TempSysfs() { std::system(("rm -rf " + root_).c_str()); }
-  void Mkdir(const std::string& rel) { ::mkdir((root_ + "/" + rel).c_str(), 0755); }
-  void Write(const std::string& rel, const std::string& data) { std::ofstream(root_ + "/" + rel) << data; }
-  std::string Read(const std::string& rel) {
-    std::ifstream f(root_ + "/" + rel);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
-  // cpuN with an online file holding state ("0" or "1"); none for cpu0-like CPUs.
-  void Cpu(int n, const char* state) {
-    std::string dir = "devices/system/cpu/cpu" + std::to_string(n);
-    Mkdir(dir);
-    if (state != nullptr) Write(dir + "/online", std::string(state) + "\n");
-  }
-  void Mem(int n, const char* state) {
-    std::string dir = "devices/system/memory/memory" + std::to_string(n);
-    Mkdir(dir);
-    Write(dir + "/state", std::string(state) + "\n");
-  }
-  std::string CpuState(int n) {
-    return Read("devices/system/cpu/cpu" + std::to_string(n) + "/online").substr(0, 1);
-  }
-  std::string MemState(int n) { return Read("devices/system/memory/memory" + std::to_string(n) + "/state"); }
-  const std::string& root() const { return root_; }
-
- private:
-  std::string root_;
-};
+using ::vmf::testing::TempSysfs;
 
 class GuestOpsTest : public ::testing::Test {
  protected:

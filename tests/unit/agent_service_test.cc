@@ -12,6 +12,7 @@
 #include "agent.pb.h"
 #include "health.pb.h"
 #include "log.h"
+#include "support/temp_sysfs.h"
 #include "test_peer.h"
 
 namespace vmf::agent {
@@ -264,33 +265,8 @@ TEST_F(AgentServiceTest, ProcessLimit) {
   EXPECT_EQ(Code(Exec(peer, "c", {"sleep", "5"})), 8);
 }
 
-class FakeSysfs {
- public:
-  FakeSysfs() {
-    char tmpl[] = "/tmp/vmf_sysfs_XXXXXX";
-    root_ = ::mkdtemp(tmpl);
-    Mkdir("devices");
-    Mkdir("devices/system");
-    Mkdir("devices/system/cpu");
-    Mkdir("devices/system/memory");
-  }
-  ~FakeSysfs() { std::system(("rm -rf " + root_).c_str()); }
-  void Mkdir(const std::string& rel) { ::mkdir((root_ + "/" + rel).c_str(), 0755); }
-  void Write(const std::string& rel, const std::string& data) { std::ofstream(root_ + "/" + rel) << data; }
-  std::string ReadFile(const std::string& rel) {
-    std::ifstream f(root_ + "/" + rel);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
-  const std::string& root() const { return root_; }
-
- private:
-  std::string root_;
-};
-
 TEST_F(AgentServiceTest, OnlineCpuMemAndGuestDetails) {
-  FakeSysfs sys;
+  ::vmf::testing::TempSysfs sys;
   for (std::string cpu : {"cpu0", "cpu1", "cpu2"}) sys.Mkdir("devices/system/cpu/" + cpu);
   sys.Write("devices/system/cpu/cpu1/online", "0\n");
   sys.Write("devices/system/cpu/cpu2/online", "0\n");
@@ -306,9 +282,9 @@ TEST_F(AgentServiceTest, OnlineCpuMemAndGuestDetails) {
   grpc::OnlineCPUMemRequest on;
   on.set_nb_cpus(1);
   ASSERT_EQ(Code(peer.Call(kSvc, "OnlineCPUMem", on)), 0);
-  EXPECT_EQ(sys.ReadFile("devices/system/cpu/cpu1/online")[0], '1');
-  EXPECT_EQ(sys.ReadFile("devices/system/cpu/cpu2/online")[0], '0');
-  EXPECT_EQ(sys.ReadFile("devices/system/memory/memory1/state").substr(0, 6), "online");
+  EXPECT_EQ(sys.Read("devices/system/cpu/cpu1/online")[0], '1');
+  EXPECT_EQ(sys.Read("devices/system/cpu/cpu2/online")[0], '0');
+  EXPECT_EQ(sys.Read("devices/system/memory/memory1/state").substr(0, 6), "online");
 
   on.set_nb_cpus(3);
   on.set_wait(true);
@@ -316,7 +292,7 @@ TEST_F(AgentServiceTest, OnlineCpuMemAndGuestDetails) {
   auto start = std::chrono::steady_clock::now();
   EXPECT_EQ(Code(peer.Call(kSvc, "OnlineCPUMem", on)), 4);  // only one more CPU to online
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2600));
-  EXPECT_EQ(sys.ReadFile("devices/system/cpu/cpu2/online")[0], '1');
+  EXPECT_EQ(sys.Read("devices/system/cpu/cpu2/online")[0], '1');
 
   grpc::GuestDetailsRequest d;
   d.set_mem_block_size(true);
