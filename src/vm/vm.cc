@@ -67,15 +67,11 @@ Status ValidateId(const std::string& what, const std::string& id) {
 
 namespace {
 
-VmDeps Resolve(const VmDeps& deps, const VMConfig& config, Status* error) {
+// The parts a VM is made with: the given ones, the defaults for the rest.
+Result<VmDeps> Resolve(const VmDeps& deps, const VMConfig& config) {
   VmDeps d = deps;
   if (!d.backend) {
-    auto b = BackendNamed(config.hypervisor.backend);
-    if (b.ok()) {
-      d.backend = *b;
-    } else {
-      *error = b.status();
-    }
+    VMF_ASSIGN_OR_RETURN(d.backend, BackendNamed(config.hypervisor.backend));
   }
   if (!d.proxy) d.proxy = &ProcessProxyLauncher();
   return d;
@@ -97,9 +93,7 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
                                        const VmDeps& given) {
   VMConfig config = cfg;
   if (config.runtime_dir.empty()) config.runtime_dir = DefaultRuntimeDir();
-  Status resolved = OkStatus();
-  const VmDeps deps = Resolve(given, config, &resolved);
-  VMF_RETURN_IF_ERROR(resolved);
+  VMF_ASSIGN_OR_RETURN(const VmDeps deps, Resolve(given, config));
   VMF_RETURN_IF_ERROR(config.Validate(deps.backend));
   std::unique_ptr<VM> vm(new VM(config, NewVmId(), deps));
   const bool clone = config.hypervisor.boot == BootMode::kClone;
@@ -211,9 +205,7 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
   config.hypervisor.vcpus = h.cpus;
   config.hypervisor.memory_mib = h.memory_mib;
   if (!h.backend.empty()) config.hypervisor.backend = h.backend;
-  Status resolved = OkStatus();
-  const VmDeps deps = Resolve(given, config, &resolved);
-  VMF_RETURN_IF_ERROR(resolved);
+  VMF_ASSIGN_OR_RETURN(const VmDeps deps, Resolve(given, config));
   // A handle comes from another process: nothing in it is trusted until
   // checked, since Stop() removes its dir and kills its processes.
   VMF_RETURN_IF_ERROR(ValidateId("VM id", h.id));
