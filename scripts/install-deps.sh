@@ -9,6 +9,7 @@ packages=(
   protobuf-compiler libprotobuf-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev
   libasio-dev libcpp-httplib-dev
+  libseccomp-dev libssl-dev  # the proxy's seccomp filter; template digests (SHA-256)
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   qemu-system-x86 busybox-static cpio kmod
   qemu-utils gnuplot-nox  # vmfactory bench: qemu-img for qemu-loadvm, gnuplot for --plot

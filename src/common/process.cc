@@ -1,14 +1,18 @@
 #include "common/process.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
 #include <thread>
 
 #include "common/fd.h"
@@ -17,6 +21,8 @@
 namespace vmf {
 namespace {
 constexpr int kMaxPassFds = 16;
+// The child's failure report names this step when exec itself failed.
+constexpr int kExecStep = -1000;
 }  // namespace
 
 ChildProcess::ChildProcess(ChildProcess&& o) noexcept
@@ -41,6 +47,22 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
   cargv.reserve(argv.size() + 1);
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  const Confinement* confine = opts.confine;
+  // The environment, with the confinement's entries replacing ours of the same name.
+  std::vector<char*> cenv;
+  if (confine && !confine->env.empty()) {
+    for (char** e = environ; *e; ++e) {
+      std::string_view entry(*e);
+      bool replaced = std::any_of(confine->env.begin(), confine->env.end(), [&](const std::string& x) {
+        size_t eq = x.find('=');
+        return eq != std::string::npos && entry.substr(0, eq + 1) == std::string_view(x).substr(0, eq + 1);
+      });
+      if (!replaced) cenv.push_back(*e);
+    }
+    for (const auto& x : confine->env) cenv.push_back(const_cast<char*>(x.c_str()));
+    cenv.push_back(nullptr);
+  }
+  char** envp = cenv.empty() ? environ : cenv.data();
 
   // The child reports a failed exec through this pipe (closed on success).
   int errpipe[2];
@@ -50,8 +72,13 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull) return ErrnoStatus(errno, "open /dev/null");
 
-  pid_t pid = ::fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork");
+  // New namespaces are made at fork time (a PID namespace only exists for
+  // children): a raw clone() that otherwise behaves as fork().
+  pid_t pid = (confine && confine->namespaces != 0)
+                  ? static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD | confine->namespaces, nullptr, nullptr,
+                                                 nullptr, nullptr))
+                  : ::fork();
+  if (pid < 0) return ErrnoStatus(errno, confine && confine->namespaces ? "clone (new namespaces)" : "fork");
   if (pid == 0) {
     // Child: only async-signal-safe calls from here on.
     if (opts.new_session) ::setsid();
@@ -77,22 +104,29 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
     }
     ::close_range(3 + n_pass, ~0U, CLOSE_RANGE_CLOEXEC);
     ::fcntl(err_w.get(), F_SETFD, FD_CLOEXEC);
-    ::execvp(cargv[0], cargv.data());
-    int e = errno;
-    ssize_t ignored = ::write(err_w.get(), &e, sizeof(e));
+    int report[2] = {kExecStep, 0};
+    if (confine && !ApplyConfinementInChild(*confine, &report[0], &report[1])) {
+      ssize_t ignored = ::write(err_w.get(), report, sizeof(report));
+      (void)ignored;
+      _exit(127);
+    }
+    ::execvpe(cargv[0], cargv.data(), envp);
+    report[1] = errno;
+    ssize_t ignored = ::write(err_w.get(), report, sizeof(report));
     (void)ignored;
     _exit(127);
   }
   err_w.reset();
   ChildProcess child(pid, true);
-  int child_errno = 0;
+  int report[2] = {0, 0};  // the failed step, errno
   ssize_t n = 0;
   do {
-    n = ::read(err_r.get(), &child_errno, sizeof(child_errno));
+    n = ::read(err_r.get(), report, sizeof(report));
   } while (n < 0 && errno == EINTR);
-  if (n == static_cast<ssize_t>(sizeof(child_errno))) {
+  if (n == static_cast<ssize_t>(sizeof(report))) {
     child.Stop(std::chrono::milliseconds(0));
-    return ErrnoStatus(child_errno, "start " + argv[0]);
+    if (report[0] == kExecStep || !confine) return ErrnoStatus(report[1], "start " + argv[0]);
+    return ErrnoStatus(report[1], "start " + argv[0] + ": " + confine->DescribeStep(report[0]));
   }
   return child;
 }

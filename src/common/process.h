@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/jail.h"
 #include "common/status.h"
 
 namespace vmf {
@@ -26,6 +27,9 @@ struct SpawnOptions {
   // The child's umask (-1: inherit ours). Private by default: what our
   // children create (QEMU's sockets, logs) is for us alone.
   int umask = 077;
+  // Confines the child (identity, namespaces, jail, no_new_privs), if set;
+  // it must outlive the Spawn call.
+  const Confinement* confine = nullptr;
 };
 
 class ChildProcess {
