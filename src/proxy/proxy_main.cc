@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "proxy/proxy.h"
+#include "proxy/syscall_filter.h"
 
 int main(int argc, char** argv) {
   vmf::ProxyOptions opts;
@@ -22,7 +23,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   opts.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
   opts.frame_timeout = std::chrono::milliseconds(frame_timeout_ms);
-  vmf::Status st = vmf::RunProxy(opts);
+  // Before any input is read: a guest that subverts the proxy gets nothing
+  // it could not already do with the proxy's sockets.
+  vmf::Status st = vmf::InstallProxySyscallFilter();
+  if (st.ok()) st = vmf::RunProxy(opts);
   if (!st.ok()) {
     std::fprintf(stderr, "vmfactory-proxy: %s\n", st.ToString().c_str());
     return 1;
