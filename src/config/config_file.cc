@@ -123,6 +123,10 @@ class Loader {
                  [&](const toml::node& n, const std::string& key) {
                    if (auto* t = Table(n, key)) Metrics(*t, key);
                  }},
+                {"security",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) Security(*t, key);
+                 }},
                 {"runtime",
                  [&](const toml::node& n, const std::string& key) {
                    if (auto* t = Table(n, key)) Runtime(*t, key);
@@ -410,6 +414,29 @@ class Loader {
                  [&](const toml::node& n, const std::string& key) {
                    if (auto v = Int(n, key, 1, kMaxCacheParallelism))
                      f.vm_cache_parallelism = static_cast<int>(*v);
+                 }},
+            });
+  }
+
+  void Security(const toml::table& t, const std::string& prefix) {
+    auto& s = c_->vm.security;
+    ForEach(t, prefix,
+            {
+                {"confine",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Bool(n, key)) s.confine = *v;
+                 }},
+                {"uid_first",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, 0xfffffffdLL)) s.uid_first = static_cast<uint32_t>(*v);
+                 }},
+                {"uid_count",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 1, 1 << 24)) s.uid_count = static_cast<uint32_t>(*v);
+                 }},
+                {"readonly_open_lib",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto p = AbsPath(n, key, false)) s.readonly_open_lib = *p;
                  }},
             });
   }

@@ -24,6 +24,12 @@
 //   vm_cache_endpoint = "/run/vmfactory/daemon.sock" # "" or unset: RUNTIME/daemon.sock
 //   vm_cache_parallelism = 1                         # 1..8 concurrent refills
 //
+//   [security]                             # see README, Security
+//   confine = true                         # uid per VM + jail (as root), seccomp (always)
+//   uid_first = 1879048192                 # VMs' uids/gids: uid_first .. uid_first+uid_count-1,
+//   uid_count = 65536                      #   none of them a user or group of this machine
+//   readonly_open_lib = "/usr/local/lib/vmfactory/libvmf-readonly-open.so"
+//
 //   [metrics]
 //   address = "127.0.0.1:9464"             # host:port (Prometheus text over HTTP); "" disables
 //

@@ -21,6 +21,7 @@
 #include "common/procfs.h"
 #include "common/scoped.h"
 #include "common/scoped_dir.h"
+#include "common/uid_lease.h"
 #include "daemon/client.h"
 #include "daemon/metrics.h"
 #include "daemon/request.h"
@@ -361,11 +362,8 @@ class Daemon {
       }
       for (auto& rec : done) {
         // Stopped by its owner (or died): make sure nothing of it is left.
+        RemoveRemains(rec.handle);
         std::error_code ec;
-        if (CheckVmDir(rec.handle.runtime_dir, rec.handle.id).ok()) {
-          StopProcessesMentioning(rec.handle.runtime_dir, std::chrono::milliseconds(500));
-          fs::remove_all(rec.handle.runtime_dir, ec);
-        }
         fs::remove(RecordPath(rec.handle.id), ec);
       }
       for (auto& rec : orphaned) {
@@ -382,14 +380,24 @@ class Daemon {
       (*vm)->Stop();
     } else {
       // Attach stops what it adopted when it fails; make sure of the rest.
-      // By what its processes are, never by a recorded pid that may now
-      // belong to someone else; and only a dir that is really a VM's.
       spdlog::warn("attach to VM {} failed ({}); stopping what is left of it", h.id, vm.status().ToString());
-      if (CheckVmDir(h.runtime_dir, h.id).ok()) {
-        StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
-        std::error_code ec;
-        fs::remove_all(h.runtime_dir, ec);
-      }
+      RemoveRemains(h);
+    }
+  }
+
+  // Stops what is left of a VM and removes its dir and uid lease: by what
+  // its processes are, never by a recorded pid that may now belong to
+  // someone else; and only a dir that is really a VM's.
+  static void RemoveRemains(const VMHandle& h) {
+    if (!CheckVmDir(h.runtime_dir, h.id, h.uid).ok()) return;
+    StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
+    std::error_code ec;
+    fs::remove_all(h.runtime_dir, ec);
+    if (h.uid != 0) {
+      // A lease whose dir is gone is stale anyway; this frees the uid at once.
+      const std::string runtime = fs::path(h.runtime_dir).parent_path().parent_path().string();
+      if (auto lease = UidLease::Adopt(UidLeaseDir(runtime), h.uid, h.runtime_dir); lease.ok())
+        lease->Release();
     }
   }
 

@@ -15,6 +15,7 @@
 #include "common/io.h"
 #include "common/scoped.h"
 #include "common/scoped_dir.h"
+#include "factory/digest.h"
 #include "vm/vm.h"
 
 namespace vmf {
@@ -171,6 +172,11 @@ Result<TemplateInfo> LoadGeneration(const std::string& root, const std::string& 
   t.created_unix = meta.value("created_unix", int64_t{0});
   t.memory_bytes = meta.value("memory_bytes", uint64_t{0});
   t.state_bytes = meta.value("state_bytes", uint64_t{0});
+  t.memory_sha256 = meta.value("memory_sha256", "");
+  t.state_sha256 = meta.value("state_sha256", "");
+  if (t.memory_sha256.size() != 64 || t.state_sha256.size() != 64) {
+    return DataLoss("template file " + meta_path + " records no valid digests of its files");
+  }
   if (t.memory_bytes != (uint64_t{t.hypervisor.memory_mib} << 20)) {
     return DataLoss("template file " + meta_path + " records " + std::to_string(t.memory_bytes) +
                     " bytes of memory for a " + std::to_string(t.hypervisor.memory_mib) + " MiB VM");
@@ -180,6 +186,8 @@ Result<TemplateInfo> LoadGeneration(const std::string& root, const std::string& 
   VMF_RETURN_IF_ERROR(CheckFile("state", t.state_path(), t.state_bytes));
   VMF_RETURN_IF_ERROR(CheckPrivate("template memory file", t.memory_path()));
   VMF_RETURN_IF_ERROR(CheckPrivate("template state file", t.state_path()));
+  VMF_RETURN_IF_ERROR(CheckDigest("template state file", t.state_path(), t.state_sha256));
+  VMF_RETURN_IF_ERROR(CheckDigest("template memory file", t.memory_path(), t.memory_sha256));
   return t;
 }
 
@@ -264,7 +272,18 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   step("stopping the template VM");
   vm->Stop();
 
-  // 5. Describe it, then publish it.
+  // 5. Nothing may write the files again: ours, read-only, and digested so
+  //    that a change made anyway is caught whenever the template is used.
+  for (const std::string& f : {config.hypervisor.memory_path, config.hypervisor.device_state_path}) {
+    if (::chown(f.c_str(), ::geteuid(), ::getegid()) != 0 || ::chmod(f.c_str(), 0444) != 0) {
+      return ErrnoStatus(errno, "make template file " + f + " read-only");
+    }
+  }
+  step("digesting the RAM and state files");
+  VMF_ASSIGN_OR_RETURN(const std::string memory_sha256, Sha256File(config.hypervisor.memory_path));
+  VMF_ASSIGN_OR_RETURN(const std::string state_sha256, Sha256File(config.hypervisor.device_state_path));
+
+  // 6. Describe it, then publish it.
   struct stat st {};
   if (::stat(config.hypervisor.device_state_path.c_str(), &st) != 0) {
     return ErrnoStatus(errno, "stat " + config.hypervisor.device_state_path);
@@ -274,9 +293,10 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
                {"vmfactory_version", VMF_VERSION},
                {"memory_bytes", uint64_t{config.hypervisor.memory_mib} << 20},
                {"state_bytes", static_cast<uint64_t>(st.st_size)},
+               {"memory_sha256", memory_sha256},
+               {"state_sha256", state_sha256},
                {"hypervisor", HypervisorToJson(config.hypervisor)}};
   VMF_RETURN_IF_ERROR(WriteFileAtomic(gen.path() + "/template.json", meta.dump(2) + "\n", 0600));
-  ::chmod(config.hypervisor.memory_path.c_str(), 0600);
   step("publishing " + gen.path());
   VMF_RETURN_IF_ERROR(PublishGeneration(root, gen_name));
   gen.Release();

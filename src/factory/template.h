@@ -22,7 +22,8 @@
 
 namespace vmf {
 
-inline constexpr int kTemplateFormatVersion = 1;
+// 2: records SHA-256 digests of the RAM and state files.
+inline constexpr int kTemplateFormatVersion = 2;
 
 struct TemplateInfo {
   std::string root;             // the template root
@@ -32,6 +33,8 @@ struct TemplateInfo {
   int64_t created_unix = 0;
   uint64_t memory_bytes = 0;
   uint64_t state_bytes = 0;
+  std::string memory_sha256;  // recorded by init, checked on every use
+  std::string state_sha256;
   std::string memory_path() const { return generation + "/memory"; }
   std::string state_path() const { return generation + "/state"; }
 };

@@ -31,6 +31,20 @@ struct QemuOptions {
   std::vector<std::string> extra_args;
 };
 
+// How a VM's processes are confined: resolved for each VM when it is made
+// (VM::Create, from [security]), never read from config.toml.
+struct VmConfinement {
+  bool jail = false;     // namespaces and a root of its own (needs root)
+  bool sandbox = false;  // the VMM's own system call filter (QEMU: -sandbox)
+  bool change_ids = false;
+  uint32_t uid = 0;  // the VM's identity when change_ids
+  uint32_t gid = 0;
+  // A preload library that opens the listed files read-only where the VMM
+  // asks for read-write: a clone maps the template's RAM file privately, so
+  // it never needs to write it (QEMU 7.2 opens it O_RDWR all the same).
+  std::string readonly_open_lib;
+};
+
 struct HypervisorConfig {
   std::string backend = "qemu";  // which HypervisorBackend (hypervisor/backends.h)
   std::string kernel;            // guest kernel image
@@ -47,6 +61,7 @@ struct HypervisorConfig {
   std::string device_state_path;  // saved device state of the template
 
   QemuOptions qemu;
+  VmConfinement confinement;
 };
 
 // Checks the fields every backend shares; the error names the field.

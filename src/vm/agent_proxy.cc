@@ -1,6 +1,8 @@
 #include "vm/agent_proxy.h"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +33,30 @@ class ProxyProcess : public AgentProxy {
 
 class Launcher : public ProxyLauncher {
  public:
+  // The proxy runs as its VM's QEMU does: the VM's uid, a jail with only
+  // its program and the VM's dir, namespaces of its own (the sockets it
+  // uses are files in the VM's dir).
+  static Result<Confinement> Confine(const ProxyRequest& req, int log_fd) {
+    const VmConfinement& v = req.confinement;
+    Confinement c;
+    c.change_ids = v.change_ids;
+    c.uid = v.uid;
+    c.gid = v.gid;
+    c.cap_last = LastCapability();
+    if (v.change_ids && ::fchown(log_fd, v.uid, v.gid) != 0) {
+      return ErrnoStatus(errno, "give the console log to the VM's uid");
+    }
+    if (!v.jail) return c;
+    c.namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+    c.root_dir = req.dir + "/.root";
+    if (::mkdir(c.root_dir.c_str(), 0700) != 0 && errno != EEXIST)
+      return ErrnoStatus(errno, "mkdir " + c.root_dir);
+    JailBuilder jail(c.root_dir);
+    jail.ReadOnly(req.binary).Writable(req.dir);
+    VMF_ASSIGN_OR_RETURN(c.steps, jail.Build());
+    return c;
+  }
+
   Result<std::unique_ptr<AgentProxy>> Launch(const ProxyRequest& req, const Deadline& deadline) override {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
@@ -55,9 +81,11 @@ class Launcher : public ProxyLauncher {
                                      "3",
                                      "--connect-timeout-ms",
                                      std::to_string(std::max<long long>(left.count(), 1000))};
+    VMF_ASSIGN_OR_RETURN(const Confinement confine, Confine(req, log.get()));
     SpawnOptions opts;
     opts.stderr_fd = log.get();
     opts.pass_fds = {ready_w.get()};
+    opts.confine = &confine;
     VMF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, opts));
     auto proxy = std::make_unique<ProxyProcess>(std::move(child), req.dir);
     ready_w.reset();

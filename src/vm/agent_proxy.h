@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "hypervisor/config.h"
 #include "hypervisor/hypervisor.h"
 
 namespace vmf {
@@ -35,9 +36,10 @@ class AgentProxy {
 
 struct ProxyRequest {
   std::string vm_id;
-  std::string binary;    // the proxy program (VMConfig::proxy.path)
-  std::string dir;       // the VM's runtime dir: its socket and log go here
-  GuestEndpoints guest;  // what it connects to
+  std::string binary;         // the proxy program (VMConfig::proxy.path)
+  std::string dir;            // the VM's runtime dir: its socket and log go here
+  GuestEndpoints guest;       // what it connects to
+  VmConfinement confinement;  // as the VM's QEMU: its uid, a jail
 };
 
 class ProxyLauncher {

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "common/uid_lease.h"
 #include "hypervisor/backends.h"
 
 namespace vmf {
@@ -45,6 +46,11 @@ VMConfig DefaultVMConfig() {
   c.hypervisor.kernel = guest + "/vmlinuz";
   c.hypervisor.initrd = guest + "/initramfs.cpio";
   c.proxy.path = SelfDir() + "/vmfactory-proxy";
+  // build/bin/../lib/vmfactory in a build tree, PREFIX/lib/vmfactory when installed.
+  c.security.readonly_open_lib =
+      std::filesystem::path(SelfDir() + "/../lib/vmfactory/libvmf-readonly-open.so")
+          .lexically_normal()
+          .string();
   if (const char* a = std::getenv("VMF_ACCEL")) {
     std::string s = a;
     if (s == "kvm") c.hypervisor.qemu.accel = Accel::kKvm;
@@ -64,10 +70,19 @@ Status VMConfig::Validate(const HypervisorBackend* backend) const {
   if (proxy.path.empty() || ::access(proxy.path.c_str(), X_OK) != 0) {
     return NotFound("proxy.path: '" + proxy.path + "' is not an executable");
   }
+  if (security.confine) {
+    VMF_RETURN_IF_ERROR(CheckUidRange(security.uid_first, security.uid_count));
+    if (!security.readonly_open_lib.empty() && ::access(security.readonly_open_lib.c_str(), R_OK) != 0) {
+      return NotFound("security.readonly_open_lib: '" + security.readonly_open_lib +
+                      "' is not readable (it is built and installed with vmfactory)");
+    }
+  }
   if (!runtime_dir.empty() && runtime_dir[0] != '/') {
     return InvalidArgument("runtime_dir: '" + runtime_dir + "' is not an absolute path");
   }
   return OkStatus();
 }
+
+std::string UidLeaseDir(const std::string& runtime_dir) { return runtime_dir + "/uids"; }
 
 }  // namespace vmf

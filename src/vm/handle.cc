@@ -12,6 +12,7 @@ void VMHandle::ToProto(vmfactory::v1::VM* out) const {
   out->set_proxy_pid(proxy_pid);
   out->set_cpus(cpus);
   out->set_memory_mib(memory_mib);
+  out->set_uid(uid);
 }
 
 VMHandle VMHandle::FromProto(const vmfactory::v1::VM& vm) {
@@ -25,6 +26,7 @@ VMHandle VMHandle::FromProto(const vmfactory::v1::VM& vm) {
   h.proxy_pid = vm.proxy_pid();
   h.cpus = vm.cpus();
   h.memory_mib = vm.memory_mib();
+  h.uid = vm.uid();
   return h;
 }
 
@@ -37,7 +39,8 @@ nlohmann::json VMHandle::ToJson() const {
           {"vmm_pid", vmm_pid},
           {"proxy_pid", proxy_pid},
           {"cpus", cpus},
-          {"memory_mib", memory_mib}};
+          {"memory_mib", memory_mib},
+          {"uid", uid}};
 }
 
 Result<VMHandle> VMHandle::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -52,6 +55,7 @@ Result<VMHandle> VMHandle::FromJson(const nlohmann::json& j, const std::string& 
     h.proxy_pid = j.at("proxy_pid").get<pid_t>();
     h.cpus = j.at("cpus").get<uint32_t>();
     h.memory_mib = j.at("memory_mib").get<uint32_t>();
+    h.uid = j.value("uid", uint32_t{0});
   } catch (const nlohmann::json::exception& e) {
     return DataLoss(what + ": bad VM handle: " + e.what());
   }

@@ -24,6 +24,7 @@ struct VMHandle {
   pid_t proxy_pid = -1;
   uint32_t cpus = 0;
   uint32_t memory_mib = 0;
+  uint32_t uid = 0;  // the VM's leased uid; 0: none
 
   void ToProto(vmfactory::v1::VM* out) const;
   static VMHandle FromProto(const vmfactory::v1::VM& vm);

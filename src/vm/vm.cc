@@ -108,25 +108,29 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   // 1. The VM's private runtime dir: sockets, logs.
   VMF_ASSIGN_OR_RETURN(vm->dir_, ScopedDir::Create(config.runtime_dir + "/vm/" + vm->id_, 0700));
 
-  // 2. The VM process: the guest starts booting (a clone waits for its state).
-  VMF_ASSIGN_OR_RETURN(vm->hypervisor_, deps.backend->Create(vm->id_, config.hypervisor, vm->dir_.path()));
+  // 2. Its identity and confinement: a uid of its own, a jail, seccomp.
+  VMF_RETURN_IF_ERROR(vm->Confine());
+
+  // 3. The VM process: the guest starts booting (a clone waits for its state).
+  VMF_ASSIGN_OR_RETURN(vm->hypervisor_,
+                       deps.backend->Create(vm->id_, vm->config_.hypervisor, vm->dir_.path()));
   VMF_RETURN_IF_ERROR(vm->WithCausesAndLogs(vm->hypervisor_->Start(deadline)));
   timer.Done("qemu start");
   vm->KillOnCancel(cancel);
   VMF_RETURN_IF_ERROR(cancelled());
 
-  // 3. The proxy, while the guest boots: it owns the agent channel.
+  // 4. The proxy, while the guest boots: it owns the agent channel.
   auto proxy = deps.proxy->Launch(vm->ProxyRequestFor(), deadline);
   if (!proxy.ok()) return vm->WithCausesAndLogs(proxy.status());
   vm->proxy_ = std::move(*proxy);
   timer.Done("proxy start");
   VMF_RETURN_IF_ERROR(cancelled());
 
-  // 4. Our own connection to the agent, through the proxy.
+  // 5. Our own connection to the agent, through the proxy.
   VMF_ASSIGN_OR_RETURN(vm->agent_,
                        AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
 
-  // 5. Wait for the agent. A clone is paused until Start(): not checked here.
+  // 6. Wait for the agent. A clone is paused until Start(): not checked here.
   if (!clone) {
     vm->FailPoint(failpoint::kVmBoot);
     Status ready = vm->agent_->WaitReady(deadline);
@@ -139,7 +143,32 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
 }
 
 ProxyRequest VM::ProxyRequestFor() const {
-  return {.vm_id = id_, .binary = config_.proxy.path, .dir = dir_.path(), .guest = hypervisor_->endpoints()};
+  return {.vm_id = id_,
+          .binary = config_.proxy.path,
+          .dir = dir_.path(),
+          .guest = hypervisor_->endpoints(),
+          .confinement = config_.hypervisor.confinement};
+}
+
+Status VM::Confine() {
+  const SecurityConfig& sec = config_.security;
+  VmConfinement& c = config_.hypervisor.confinement;
+  c = VmConfinement{};
+  c.readonly_open_lib = sec.readonly_open_lib;
+  if (!sec.confine) return OkStatus();
+  c.sandbox = true;
+  if (::geteuid() != 0) return OkStatus();  // the VM runs as we do
+  VMF_ASSIGN_OR_RETURN(
+      uid_, UidLease::Acquire(UidLeaseDir(config_.runtime_dir), sec.uid_first, sec.uid_count, dir_.path()));
+  if (::chown(dir_.path().c_str(), uid_.uid(), uid_.gid()) != 0) {
+    return ErrnoStatus(errno, "give VM dir " + dir_.path() + " to uid " + std::to_string(uid_.uid()));
+  }
+  c.change_ids = true;
+  c.uid = uid_.uid();
+  c.gid = uid_.gid();
+  c.jail = true;
+  log_->info("confined: uid {}", c.uid);
+  return OkStatus();
 }
 
 void VM::KillOnCancel(CancelToken* cancel) {
@@ -163,6 +192,7 @@ VMHandle VM::handle() const {
   h.proxy_pid = proxy_pid();
   h.cpus = cpus_;
   h.memory_mib = memory_mib_;
+  h.uid = uid_.valid() ? uid_.uid() : 0;
   return h;
 }
 
@@ -181,11 +211,12 @@ VMHandle VM::Release() {
   if (proxy_) proxy_->Release();
   proxy_.reset();
   dir_.Release();
+  uid_.Detach();
   sandbox_link_.Release();
   return h;
 }
 
-Status CheckVmDir(const std::string& dir, const std::string& id) {
+Status CheckVmDir(const std::string& dir, const std::string& id, uint32_t vm_uid) {
   const fs::path p(dir);
   if (!p.is_absolute() || p.lexically_normal() != p || p.filename() != id ||
       p.parent_path().filename() != "vm") {
@@ -194,8 +225,10 @@ Status CheckVmDir(const std::string& dir, const std::string& id) {
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return ErrnoStatus(errno, "VM runtime dir " + dir);
   if (!S_ISDIR(st.st_mode)) return InvalidArgument("VM runtime dir " + dir + " is not a directory");
-  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
-    return PermissionDenied("VM runtime dir " + dir + " is not private to us (owner and mode 0700)");
+  const bool owner_ok = st.st_uid == ::geteuid() || (vm_uid != 0 && st.st_uid == vm_uid);
+  if (!owner_ok || (st.st_mode & 077) != 0) {
+    return PermissionDenied("VM runtime dir " + dir +
+                            " is not private to us or to the VM (owner and mode 0700)");
   }
   return OkStatus();
 }
@@ -209,7 +242,13 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
   // A handle comes from another process: nothing in it is trusted until
   // checked, since Stop() removes its dir and kills its processes.
   VMF_RETURN_IF_ERROR(ValidateId("VM id", h.id));
-  VMF_RETURN_IF_ERROR(CheckVmDir(h.runtime_dir, h.id));
+  VMF_RETURN_IF_ERROR(CheckVmDir(h.runtime_dir, h.id, h.uid));
+  UidLease lease;
+  if (h.uid != 0) {
+    // The lease lives beside the VM dir's parent (RUNTIME/vm/ID -> RUNTIME/uids).
+    const std::string runtime = fs::path(h.runtime_dir).parent_path().parent_path().string();
+    VMF_ASSIGN_OR_RETURN(lease, UidLease::Adopt(UidLeaseDir(runtime), h.uid, h.runtime_dir));
+  }
   if (!ProcessMentions(h.vmm_pid, h.runtime_dir)) {
     return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.vmm_pid) +
                               " is not its VM process (gone, or another process)");
@@ -222,6 +261,7 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
   Deadline deadline(std::chrono::seconds(10));
   // Adopt first, so that a failure below still stops what we were given.
   vm->dir_ = ScopedDir::Adopt(h.runtime_dir);
+  vm->uid_ = std::move(lease);
   vm->restored_ = true;
   auto stop_what_is_there = [&] { StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500)); };
   auto hyp = deps.backend->Attach(h.id, config.hypervisor, h.runtime_dir, h.vmm_pid, deadline);
@@ -320,6 +360,7 @@ void VM::Stop() {
   hypervisor_.reset();
   sandbox_link_.Remove();
   dir_.Remove();
+  uid_.Release();  // after its processes and files are gone
 }
 
 Status VM::AddCPUs(uint32_t count) {

@@ -24,6 +24,7 @@
 #include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "common/status.h"
+#include "common/uid_lease.h"
 #include "hypervisor/hypervisor.h"
 #include "vm/agent_client.h"
 #include "vm/agent_proxy.h"
@@ -132,6 +133,9 @@ class VM {
  private:
   VM(VMConfig config, std::string id, const VmDeps& deps);
   ProxyRequest ProxyRequestFor() const;
+  // Resolves how the VM's processes run from [security]: as root, a leased
+  // uid that owns the VM's dir, and a jail; always the VMM's seccomp.
+  Status Confine();
   // Lets a test inject a fault here (common/failpoint.h).
   void FailPoint(std::string_view point) const;
   // WithCauses plus what the VM process and the guest console said last.
@@ -147,6 +151,7 @@ class VM {
   bool restored_ = false;
   // Owners, declared in creation order: destroyed (undone) in reverse.
   ScopedDir dir_;
+  UidLease uid_;  // as root: the VM's own identity (its dir and processes)
   std::unique_ptr<Hypervisor> hypervisor_;
   std::unique_ptr<AgentProxy> proxy_;
   std::unique_ptr<AgentClient> agent_;
@@ -159,7 +164,8 @@ class VM {
 uint32_t HotplugMemorySize(uint32_t mib, uint64_t block_bytes);
 // Whether dir can be a VM's runtime dir: absolute, normal, ending in vm/ID,
 // a real directory (not a link) of ours with mode 0700.
-Status CheckVmDir(const std::string& dir, const std::string& id);
+// vm_uid, when not 0, may own it instead (the VM's own uid).
+Status CheckVmDir(const std::string& dir, const std::string& id, uint32_t vm_uid = 0);
 // 32 hex characters of fresh randomness.
 std::string NewVmId();
 // A sandbox or VM id: 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'.

@@ -185,7 +185,7 @@ TEST_F(BadTemplateTest, MadeByAnotherFormatVersion) {
     std::ifstream in(gen_ + "/template.json");
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  auto pos = text.find("\"format_version\": 1");
+  auto pos = text.find("\"format_version\": 2");
   ASSERT_NE(pos, std::string::npos);
   text.replace(pos, 19, "\"format_version\": 99");
   std::ofstream(gen_ + "/template.json") << text;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 
 #include "common/fd.h"
 #include "common/io.h"
+#include "common/jail.h"
 #include "common/process.h"
 #include "common/scoped.h"
 #include "hypervisor/qemu/qmp_client.h"
@@ -36,13 +38,16 @@ class QemuHypervisor : public Hypervisor {
   ~QemuHypervisor() override { Stop(); }
 
   Status Start(const Deadline& deadline) override {
-    auto argv = QemuArgv(id_, config_, dir_, {.use_kvm = QemuUsesKvm(config_)});
+    const bool use_kvm = QemuUsesKvm(config_);
+    auto argv = QemuArgv(id_, config_, dir_, {.use_kvm = use_kvm});
     argv[0] = FindProgram(config_.qemu.path);
     UniqueFd log(::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!log) return ErrnoStatus(errno, "create " + log_path());
+    VMF_ASSIGN_OR_RETURN(const Confinement confine, Confine(argv[0], use_kvm));
     SpawnOptions opts;
     opts.stdout_fd = log.get();
     opts.stderr_fd = log.get();
+    opts.confine = &confine;
     VMF_ASSIGN_OR_RETURN(process_, ChildProcess::Spawn(argv, opts));
     // QEMU creates its sockets during start-up; connect as soon as the QMP
     // socket answers, and fail at once if QEMU exits instead.
@@ -173,6 +178,45 @@ class QemuHypervisor : public Hypervisor {
   std::string log_path() const { return dir_ + "/qemu.log"; }
   std::string qmp_socket() const { return dir_ + "/qmp.sock"; }
   std::string LogTail() const { return ErrorOutput().value_or("(no output)"); }
+
+  // How QEMU runs: as the VM's uid, in a jail that holds its program and
+  // libraries, kernel, initrd, own dir and the template's RAM file (read-only
+  // in a clone), in namespaces of its own (no network: it has no NIC).
+  Result<Confinement> Confine(const std::string& program, bool use_kvm) {
+    const VmConfinement& v = config_.confinement;
+    Confinement c;
+    c.change_ids = v.change_ids;
+    c.uid = v.uid;
+    c.gid = v.gid;
+    c.cap_last = LastCapability();
+    if (config_.boot == BootMode::kClone && !v.readonly_open_lib.empty()) {
+      c.env = {"LD_PRELOAD=" + v.readonly_open_lib, "VMF_READONLY_FILES=" + config_.memory_path};
+    }
+    if (config_.boot == BootMode::kTemplateSource && v.change_ids) {
+      // The template VM writes its RAM file: it is made here, for the VM's uid.
+      UniqueFd ram(::open(config_.memory_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      if (!ram) return ErrnoStatus(errno, "create the template RAM file " + config_.memory_path);
+      if (::fchown(ram.get(), v.uid, v.gid) != 0) {
+        return ErrnoStatus(errno, "give the template RAM file " + config_.memory_path + " to the VM's uid");
+      }
+    }
+    if (!v.jail) return c;
+    c.namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+    c.root_dir = dir_ + "/.root";
+    if (::mkdir(c.root_dir.c_str(), 0700) != 0 && errno != EEXIST)
+      return ErrnoStatus(errno, "mkdir " + c.root_dir);
+    JailBuilder jail(c.root_dir);
+    jail.ReadOnly(program).ReadOnly(config_.kernel).ReadOnly(config_.initrd).Writable(dir_);
+    if (use_kvm) jail.Device("/dev/kvm");
+    if (config_.boot == BootMode::kClone) {
+      jail.ReadOnly(config_.memory_path);
+      if (!v.readonly_open_lib.empty()) jail.ReadOnly(v.readonly_open_lib);
+    } else if (config_.boot == BootMode::kTemplateSource) {
+      jail.Writable(config_.memory_path);
+    }
+    VMF_ASSIGN_OR_RETURN(c.steps, jail.Build());
+    return c;
+  }
 
   Status EnsureQmp() {
     if (!qmp_ || !process_.Running()) {
@@ -373,6 +417,13 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
       "-mon",
       "chardev=vmf-qmp,mode=control",
   };
+  if (c.confinement.sandbox) {
+    // QEMU's own seccomp filter: no obsolete calls, no setuid, no fork or
+    // exec (migration goes through fds we hand it), no scheduler or
+    // resource changes.
+    argv.emplace_back("-sandbox");
+    argv.emplace_back("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+  }
   if (c.boot == BootMode::kClone) {
     argv.emplace_back("-incoming");
     argv.emplace_back("defer");
