@@ -16,11 +16,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Ours: running as we do, or, when we are root, as anyone, since VMs we
+// start run as uids of their own (the command line identifies them).
+bool Ours(uid_t uid) { return ::geteuid() == 0 || uid == ::geteuid(); }
+
 template <typename Fn>
 void ForEachOwnProcess(Fn fn) {
-  const uid_t me = ::geteuid();
   for (const ProcEntry& p : ListProcesses()) {
-    if (p.uid != me) continue;
+    if (!Ours(p.uid)) continue;
     auto argv = ProcessArgv(p.pid);
     if (argv.empty()) continue;
     fn(p.pid, argv);
@@ -64,7 +67,7 @@ bool ProcessMentions(pid_t pid, const std::string& needle) {
   if (pid <= 0 || needle.empty()) return false;
   fs::path dir = "/proc/" + std::to_string(pid);
   struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || st.st_uid != ::geteuid()) return false;
+  if (::stat(dir.c_str(), &st) != 0 || !Ours(st.st_uid)) return false;
   return Mentions(ProcessArgv(pid), needle);
 }
 

@@ -11,6 +11,10 @@
 #include <set>
 
 #include "factory/factory.h"
+#include <nlohmann/json.hpp>
+
+#include "common/io.h"
+#include "factory/digest.h"
 #include "helpers.h"
 
 namespace vmf::testing {
@@ -132,10 +136,14 @@ class BadTemplateTest : public ::testing::Test {
     root_ = TestRuntimeDir() + "/bad-template";
     gen_ = root_ + "/gen-copy";
     fs::create_directories(gen_);
-    fs::copy_file(t.generation + "/template.json", gen_ + "/template.json");
     fs::copy_file(t.state_path(), gen_ + "/state");
     std::ofstream(gen_ + "/memory").close();
     fs::resize_file(gen_ + "/memory", t.memory_bytes);
+    // The sparse memory file has a digest of its own: recorded, as init would.
+    auto meta = nlohmann::json::parse(*ReadFile(t.generation + "/template.json"));
+    meta["memory_sha256"] = *Sha256File(gen_ + "/memory");
+    std::ofstream(gen_ + "/template.json") << meta.dump(2);
+    ::chmod((gen_ + "/template.json").c_str(), 0600);
     fs::create_symlink("gen-copy", root_ + "/current");
     ASSERT_TRUE(LoadTemplate(root_).ok()) << "the copy is good before it is broken";
     fds_ = CountOpenFds();
