@@ -23,6 +23,7 @@ namespace {
 constexpr int kMaxPassFds = 16;
 // The child's failure report names this step when exec itself failed.
 constexpr int kExecStep = -1000;
+constexpr int kCgroupStep = -1001;  // joining a cgroup failed
 }  // namespace
 
 ChildProcess::ChildProcess(ChildProcess&& o) noexcept
@@ -81,6 +82,15 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
   if (pid < 0) return ErrnoStatus(errno, confine && confine->namespaces ? "clone (new namespaces)" : "fork");
   if (pid == 0) {
     // Child: only async-signal-safe calls from here on.
+    // Into its cgroups first ("0": the writer), before any fd is moved.
+    for (int fd : opts.cgroup_procs_fds) {
+      if (::write(fd, "0", 1) != 1) {
+        int failed[2] = {kCgroupStep, errno};
+        ssize_t ignored = ::write(err_w.get(), failed, sizeof(failed));
+        (void)ignored;
+        _exit(127);
+      }
+    }
     if (opts.new_session) ::setsid();
     if (opts.umask >= 0) ::umask(static_cast<mode_t>(opts.umask));
     sigset_t none;
@@ -125,6 +135,7 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
   } while (n < 0 && errno == EINTR);
   if (n == static_cast<ssize_t>(sizeof(report))) {
     child.Stop(std::chrono::milliseconds(0));
+    if (report[0] == kCgroupStep) return ErrnoStatus(report[1], "put " + argv[0] + " in its cgroup");
     if (report[0] == kExecStep || !confine) return ErrnoStatus(report[1], "start " + argv[0]);
     return ErrnoStatus(report[1], "start " + argv[0] + ": " + confine->DescribeStep(report[0]));
   }

@@ -30,6 +30,10 @@ struct SpawnOptions {
   // Confines the child (identity, namespaces, jail, no_new_privs), if set;
   // it must outlive the Spawn call.
   const Confinement* confine = nullptr;
+  // cgroup.procs files (open for writing, CLOEXEC) that the child writes
+  // itself into before it execs, so that everything it runs is in those
+  // cgroups from its first instruction (common/cgroup.h).
+  std::vector<int> cgroup_procs_fds;
 };
 
 class ChildProcess {

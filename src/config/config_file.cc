@@ -119,6 +119,10 @@ class Loader {
                  [&](const toml::node& n, const std::string& key) {
                    if (auto* t = Table(n, key)) Factory(*t, key);
                  }},
+                {"limits",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto* t = Table(n, key)) Limits(*t, key);
+                 }},
                 {"metrics",
                  [&](const toml::node& n, const std::string& key) {
                    if (auto* t = Table(n, key)) Metrics(*t, key);
@@ -437,6 +441,30 @@ class Loader {
                 {"readonly_open_lib",
                  [&](const toml::node& n, const std::string& key) {
                    if (auto p = AbsPath(n, key, false)) s.readonly_open_lib = *p;
+                 }},
+            });
+  }
+
+  void Limits(const toml::table& t, const std::string& prefix) {
+    auto& l = c_->vm.limits;
+    ForEach(t, prefix,
+            {
+                {"enabled",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Bool(n, key)) l.enabled = *v;
+                 }},
+                {"required",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Bool(n, key)) l.required = *v;
+                 }},
+                {"memory_overhead_mib",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 0, kMaxMemoryOverheadMib))
+                     l.memory_overhead_mib = static_cast<uint32_t>(*v);
+                 }},
+                {"pids_max",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, kMinPidsMax, kMaxPidsMax)) l.pids_max = static_cast<uint32_t>(*v);
                  }},
             });
   }

@@ -30,6 +30,12 @@
 //   uid_count = 65536                      #   none of them a user or group of this machine
 //   readonly_open_lib = "/usr/local/lib/vmfactory/libvmf-readonly-open.so"
 //
+//   [limits]                               # each VM (QEMU + proxy) in a cgroup of its own
+//   enabled = true
+//   required = false                       # true: no VM without limits (no usable cgroup: error)
+//   memory_overhead_mib = 256              # 0..1048576, QEMU's own memory above the guest's
+//   pids_max = 256                         # 16..4194304, tasks (processes + threads)
+//
 //   [metrics]
 //   address = "127.0.0.1:9464"             # host:port (Prometheus text over HTTP); "" disables
 //

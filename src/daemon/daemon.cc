@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/census.h"
+#include "common/cgroup.h"
 #include "common/io.h"
 #include "common/process.h"
 #include "common/procfs.h"
@@ -41,6 +42,13 @@ using nlohmann::json;
 uint64_t StartTime(pid_t pid) {
   auto st = ReadProcStat(pid);
   return st ? st->start_time : 0;
+}
+
+// Removes what is left of a VM's cgroup (its processes are gone).
+void RemoveCgroup(const std::string& id, const std::vector<std::string>& dirs) {
+  if (dirs.empty()) return;
+  auto cg = VmCgroup::Adopt(id, dirs);
+  if (!cg.ok()) spdlog::warn("cgroup of VM {}: {}", id, cg.status().ToString());
 }
 
 struct HandedOutVm {
@@ -317,6 +325,7 @@ class Daemon {
       StopProcessesMentioning(dir, std::chrono::milliseconds(200));
       std::error_code rm_ec;
       fs::remove_all(dir, rm_ec);
+      if (ValidateId("VM id", id).ok()) RemoveCgroup(id, VmCgroup::DirsFor(id));
       spdlog::warn("stopped VM {} left by an earlier daemon{}", id,
                    rm_ec ? " (" + rm_ec.message() + ")" : "");
     }
@@ -385,20 +394,22 @@ class Daemon {
     }
   }
 
-  // Stops what is left of a VM and removes its dir and uid lease: by what
-  // its processes are, never by a recorded pid that may now belong to
-  // someone else; and only a dir that is really a VM's.
+  // Stops what is left of a VM and removes its dir, cgroup and uid lease:
+  // by what its processes are, never by a recorded pid that may now belong
+  // to someone else; and only a dir that is really a VM's.
   static void RemoveRemains(const VMHandle& h) {
-    if (!CheckVmDir(h.runtime_dir, h.id, h.uid).ok()) return;
-    StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
-    std::error_code ec;
-    fs::remove_all(h.runtime_dir, ec);
-    if (h.uid != 0) {
-      // A lease whose dir is gone is stale anyway; this frees the uid at once.
-      const std::string runtime = fs::path(h.runtime_dir).parent_path().parent_path().string();
-      if (auto lease = UidLease::Adopt(UidLeaseDir(runtime), h.uid, h.runtime_dir); lease.ok())
-        lease->Release();
+    if (CheckVmDir(h.runtime_dir, h.id, h.uid).ok()) {
+      StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
+      std::error_code ec;
+      fs::remove_all(h.runtime_dir, ec);
+      if (h.uid != 0) {
+        // A lease whose dir is gone is stale anyway; this frees the uid at once.
+        const std::string runtime = fs::path(h.runtime_dir).parent_path().parent_path().string();
+        if (auto lease = UidLease::Adopt(UidLeaseDir(runtime), h.uid, h.runtime_dir); lease.ok())
+          lease->Release();
+      }
     }
+    RemoveCgroup(h.id, h.cgroup_dirs);
   }
 
   const DaemonOptions& opts_;

@@ -62,6 +62,10 @@ struct HypervisorConfig {
 
   QemuOptions qemu;
   VmConfinement confinement;
+
+  // Runtime only (never in a file): the cgroup.procs fds of the VM's cgroup,
+  // which the VM process joins before it execs (SpawnOptions).
+  std::vector<int> cgroup_procs_fds;
 };
 
 // Checks the fields every backend shares; the error names the field.

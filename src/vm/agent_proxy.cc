@@ -86,6 +86,7 @@ class Launcher : public ProxyLauncher {
     opts.stderr_fd = log.get();
     opts.pass_fds = {ready_w.get()};
     opts.confine = &confine;
+    opts.cgroup_procs_fds = req.cgroup_procs_fds;
     VMF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, opts));
     auto proxy = std::make_unique<ProxyProcess>(std::move(child), req.dir);
     ready_w.reset();

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -40,6 +41,8 @@ struct ProxyRequest {
   std::string dir;            // the VM's runtime dir: its socket and log go here
   GuestEndpoints guest;       // what it connects to
   VmConfinement confinement;  // as the VM's QEMU: its uid, a jail
+  // The VM's cgroup.procs fds: a launched proxy joins them before it execs.
+  std::vector<int> cgroup_procs_fds;
 };
 
 class ProxyLauncher {

@@ -77,6 +77,14 @@ Status VMConfig::Validate(const HypervisorBackend* backend) const {
                       "' is not readable (it is built and installed with vmfactory)");
     }
   }
+  if (limits.memory_overhead_mib > kMaxMemoryOverheadMib) {
+    return InvalidArgument("limits.memory_overhead_mib: at most " + std::to_string(kMaxMemoryOverheadMib) +
+                           ", got " + std::to_string(limits.memory_overhead_mib));
+  }
+  if (limits.pids_max < kMinPidsMax || limits.pids_max > kMaxPidsMax) {
+    return InvalidArgument("limits.pids_max: must be between " + std::to_string(kMinPidsMax) + " and " +
+                           std::to_string(kMaxPidsMax) + ", got " + std::to_string(limits.pids_max));
+  }
   if (!runtime_dir.empty() && runtime_dir[0] != '/') {
     return InvalidArgument("runtime_dir: '" + runtime_dir + "' is not an absolute path");
   }

@@ -32,11 +32,31 @@ struct SecurityConfig {
   std::string readonly_open_lib;  // empty: beside our binaries (DefaultVMConfig)
 };
 
+// [limits]: the VM's processes (QEMU and its proxy) in a cgroup of their own
+// (common/cgroup.h). Memory: the guest's memory (raised as it grows by
+// hotplug) plus memory_overhead_mib for QEMU itself, no swap. CPU: one core
+// per vCPU plus one for QEMU's own threads and the proxy. Tasks: pids_max.
+// A VM over its memory limit is killed, and its errors say so.
+inline constexpr uint32_t kMaxMemoryOverheadMib = 1 << 20;
+inline constexpr uint32_t kMinPidsMax = 16;  // QEMU alone has a handful of threads
+inline constexpr uint32_t kMaxPidsMax = 1 << 22;
+
+struct ResourceLimitsConfig {
+  bool enabled = true;
+  // Without a cgroup hierarchy we may use (not root, read-only sysfs, v2
+  // without the controllers delegated), a VM runs without limits (logged)
+  // unless they are required: then it is not created.
+  bool required = false;
+  uint32_t memory_overhead_mib = 256;
+  uint32_t pids_max = 256;
+};
+
 struct VMConfig {
   HypervisorConfig hypervisor;
   AgentConfig agent;
   ProxyConfig proxy;
   SecurityConfig security;
+  ResourceLimitsConfig limits;
   std::string runtime_dir;  // empty: DefaultRuntimeDir()
 
   // Checks every field; the error names the first bad one and why. The

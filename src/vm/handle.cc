@@ -13,6 +13,7 @@ void VMHandle::ToProto(vmfactory::v1::VM* out) const {
   out->set_cpus(cpus);
   out->set_memory_mib(memory_mib);
   out->set_uid(uid);
+  for (const auto& d : cgroup_dirs) out->add_cgroup_dirs(d);
 }
 
 VMHandle VMHandle::FromProto(const vmfactory::v1::VM& vm) {
@@ -27,6 +28,7 @@ VMHandle VMHandle::FromProto(const vmfactory::v1::VM& vm) {
   h.cpus = vm.cpus();
   h.memory_mib = vm.memory_mib();
   h.uid = vm.uid();
+  h.cgroup_dirs.assign(vm.cgroup_dirs().begin(), vm.cgroup_dirs().end());
   return h;
 }
 
@@ -40,7 +42,8 @@ nlohmann::json VMHandle::ToJson() const {
           {"proxy_pid", proxy_pid},
           {"cpus", cpus},
           {"memory_mib", memory_mib},
-          {"uid", uid}};
+          {"uid", uid},
+          {"cgroup_dirs", cgroup_dirs}};
 }
 
 Result<VMHandle> VMHandle::FromJson(const nlohmann::json& j, const std::string& what) {
@@ -56,6 +59,8 @@ Result<VMHandle> VMHandle::FromJson(const nlohmann::json& j, const std::string& 
     h.cpus = j.at("cpus").get<uint32_t>();
     h.memory_mib = j.at("memory_mib").get<uint32_t>();
     h.uid = j.value("uid", uint32_t{0});
+    // Absent in the records of a daemon from before cgroups.
+    if (j.contains("cgroup_dirs")) h.cgroup_dirs = j.at("cgroup_dirs").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     return DataLoss(what + ": bad VM handle: " + e.what());
   }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "factory.pb.h"
@@ -25,6 +26,8 @@ struct VMHandle {
   uint32_t cpus = 0;
   uint32_t memory_mib = 0;
   uint32_t uid = 0;  // the VM's leased uid; 0: none
+  // The VM's cgroup dirs (common/cgroup.h); empty when it has none.
+  std::vector<std::string> cgroup_dirs;
 
   void ToProto(vmfactory::v1::VM* out) const;
   static VMHandle FromProto(const vmfactory::v1::VM& vm);

@@ -111,26 +111,44 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   // 2. Its identity and confinement: a uid of its own, a jail, seccomp.
   VMF_RETURN_IF_ERROR(vm->Confine());
 
-  // 3. The VM process: the guest starts booting (a clone waits for its state).
-  VMF_ASSIGN_OR_RETURN(vm->hypervisor_,
-                       deps.backend->Create(vm->id_, vm->config_.hypervisor, vm->dir_.path()));
+  // 3. Its cgroup, which QEMU and the proxy join before they exec: memory,
+  //    CPU and task limits. A host without usable cgroups runs it without
+  //    (unless limits are required).
+  if (config.limits.enabled) {
+    auto cg = VmCgroup::Create(vm->id_, vm->LimitsFor(vm->cpus_, vm->memory_mib_));
+    if (cg.ok()) {
+      vm->cgroup_ = std::move(*cg);
+      vm->limits_state_ = "applied (" + vm->cgroup_.Describe() + ")";
+    } else if (cg.status().code() != Code::kUnavailable || config.limits.required) {
+      return cg.status().WithContext("resource limits (limits.required = " +
+                                     std::string(config.limits.required ? "true" : "false") + ")");
+    } else {
+      vm->limits_state_ = "not applied: " + cg.status().message();
+      vm->log_->warn("resource limits not applied: {}", cg.status().message());
+    }
+  }
+
+  // 4. The VM process: the guest starts booting (a clone waits for its state).
+  HypervisorConfig hypervisor = vm->config_.hypervisor;
+  hypervisor.cgroup_procs_fds = vm->cgroup_.procs_fds();
+  VMF_ASSIGN_OR_RETURN(vm->hypervisor_, deps.backend->Create(vm->id_, hypervisor, vm->dir_.path()));
   VMF_RETURN_IF_ERROR(vm->WithCausesAndLogs(vm->hypervisor_->Start(deadline)));
   timer.Done("qemu start");
   vm->KillOnCancel(cancel);
   VMF_RETURN_IF_ERROR(cancelled());
 
-  // 4. The proxy, while the guest boots: it owns the agent channel.
+  // 5. The proxy, while the guest boots: it owns the agent channel.
   auto proxy = deps.proxy->Launch(vm->ProxyRequestFor(), deadline);
   if (!proxy.ok()) return vm->WithCausesAndLogs(proxy.status());
   vm->proxy_ = std::move(*proxy);
   timer.Done("proxy start");
   VMF_RETURN_IF_ERROR(cancelled());
 
-  // 5. Our own connection to the agent, through the proxy.
+  // 6. Our own connection to the agent, through the proxy.
   VMF_ASSIGN_OR_RETURN(vm->agent_,
                        AgentClient::Connect(vm->proxy_url(), config.agent.call_timeout, deadline));
 
-  // 6. Wait for the agent. A clone is paused until Start(): not checked here.
+  // 7. Wait for the agent. A clone is paused until Start(): not checked here.
   if (!clone) {
     vm->FailPoint(failpoint::kVmBoot);
     Status ready = vm->agent_->WaitReady(deadline);
@@ -147,7 +165,8 @@ ProxyRequest VM::ProxyRequestFor() const {
           .binary = config_.proxy.path,
           .dir = dir_.path(),
           .guest = hypervisor_->endpoints(),
-          .confinement = config_.hypervisor.confinement};
+          .confinement = config_.hypervisor.confinement,
+          .cgroup_procs_fds = cgroup_.procs_fds()};
 }
 
 Status VM::Confine() {
@@ -169,6 +188,21 @@ Status VM::Confine() {
   c.jail = true;
   log_->info("confined: uid {}", c.uid);
   return OkStatus();
+}
+
+CgroupLimits VM::LimitsFor(uint32_t cpus, uint32_t memory_mib) const {
+  // Memory: the guest's RAM (QEMU touches all of it in time) plus QEMU's
+  // own (device emulation, TCG's code cache, the proxy), no swap. CPU: a
+  // core per vCPU thread, plus one for QEMU's main loop and I/O threads
+  // and the proxy, so that emulation does not eat into the guest's share.
+  return {.memory_bytes = (uint64_t{memory_mib} + config_.limits.memory_overhead_mib) << 20,
+          .cpus = static_cast<double>(cpus) + 1,
+          .pids = config_.limits.pids_max};
+}
+
+Status VM::UpdateLimits(uint32_t cpus, uint32_t memory_mib) {
+  if (!cgroup_.valid()) return OkStatus();
+  return cgroup_.SetLimits(LimitsFor(cpus, memory_mib)).WithContext("resource limits");
 }
 
 void VM::KillOnCancel(CancelToken* cancel) {
@@ -193,6 +227,7 @@ VMHandle VM::handle() const {
   h.cpus = cpus_;
   h.memory_mib = memory_mib_;
   h.uid = uid_.valid() ? uid_.uid() : 0;
+  h.cgroup_dirs = cgroup_.dirs();
   return h;
 }
 
@@ -212,6 +247,7 @@ VMHandle VM::Release() {
   proxy_.reset();
   dir_.Release();
   uid_.Detach();
+  cgroup_.Release();
   sandbox_link_.Release();
   return h;
 }
@@ -257,8 +293,21 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
     return FailedPrecondition("attach VM " + h.id + ": pid " + std::to_string(h.proxy_pid) +
                               " is not its agent proxy (gone, or another process)");
   }
+  // Its cgroup dirs are removed at Stop(): checked like the rest.
+  VmCgroup cgroup;
+  if (!h.cgroup_dirs.empty()) {
+    auto cg = VmCgroup::Adopt(h.id, h.cgroup_dirs);
+    if (!cg.ok() && cg.status().code() == Code::kInvalidArgument) {
+      return cg.status().WithContext("attach VM " + h.id);
+    }
+    if (cg.ok()) cgroup = std::move(*cg);
+  }
   std::unique_ptr<VM> vm(new VM(config, h.id, deps));
   Deadline deadline(std::chrono::seconds(10));
+  if (cgroup.valid()) {
+    vm->cgroup_ = std::move(cgroup);
+    vm->limits_state_ = "applied (" + vm->cgroup_.Describe() + ")";
+  }
   // Adopt first, so that a failure below still stops what we were given.
   vm->dir_ = ScopedDir::Adopt(h.runtime_dir);
   vm->uid_ = std::move(lease);
@@ -293,7 +342,10 @@ Status VM::WithCauses(const Status& st) {
     }
   }
   std::string gone;
-  if (vmm_gone()) gone += "; QEMU (pid " + std::to_string(hypervisor_->pid()) + ") is no longer running";
+  if (vmm_gone()) {
+    gone += "; QEMU (pid " + std::to_string(hypervisor_->pid()) + ") is no longer running";
+    if (auto why = cgroup_.LimitHit()) gone += ": " + *why;
+  }
   if (proxy_gone()) {
     gone += "; the agent proxy (pid " + std::to_string(proxy_->pid()) + ") exited (" + *proxy_end + ")";
   }
@@ -358,6 +410,7 @@ void VM::Stop() {
   proxy_.reset();
   if (hypervisor_) hypervisor_->Stop();
   hypervisor_.reset();
+  cgroup_.Remove();
   sandbox_link_.Remove();
   dir_.Remove();
   uid_.Release();  // after its processes and files are gone
@@ -367,7 +420,11 @@ Status VM::AddCPUs(uint32_t count) {
   if (count == 0) return OkStatus();
   log_->info("hot-add {} vCPUs", count);
   FailPoint(failpoint::kVmHotplug);
-  VMF_RETURN_IF_ERROR(WithCauses(hypervisor_->AddCPUs(count)));
+  VMF_RETURN_IF_ERROR(UpdateLimits(cpus_ + count, memory_mib_));
+  if (Status st = WithCauses(hypervisor_->AddCPUs(count)); !st.ok()) {
+    (void)UpdateLimits(cpus_, memory_mib_);
+    return st;
+  }
   cpus_ += count;
   cpu_delta_ += count;
   return OkStatus();
@@ -396,7 +453,12 @@ Status VM::AddMemory(uint32_t mib) {
   }
   log_->info("hot-add {} MiB of memory", size);
   FailPoint(failpoint::kVmHotplug);
-  VMF_RETURN_IF_ERROR(WithCauses(hypervisor_->AddMemory(size)));
+  // The limit grows first: the guest may use the new memory at once.
+  VMF_RETURN_IF_ERROR(UpdateLimits(cpus_, memory_mib_ + size));
+  if (Status st = WithCauses(hypervisor_->AddMemory(size)); !st.ok()) {
+    (void)UpdateLimits(cpus_, memory_mib_);
+    return st;
+  }
   memory_mib_ += size;
   return OkStatus();
 }

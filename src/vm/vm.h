@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/cancel.h"
+#include "common/cgroup.h"
 #include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "common/status.h"
@@ -83,6 +84,11 @@ class VM {
   pid_t proxy_pid() const { return proxy_ ? proxy_->pid() : -1; }
   pid_t vmm_pid() const { return hypervisor_ ? hypervisor_->pid() : -1; }
   AgentClient& agent() { return *agent_; }
+  // The cgroup of its QEMU and proxy (config.limits); not valid() when the
+  // limits are off or could not be applied (limits_state() says which).
+  const VmCgroup& cgroup() const { return cgroup_; }
+  // "applied (cgroup v1 ...)", "off", or "not applied: why".
+  const std::string& limits_state() const { return limits_state_; }
   spdlog::logger& log() { return *log_; }
 
   Status Pause();
@@ -136,6 +142,10 @@ class VM {
   // Resolves how the VM's processes run from [security]: as root, a leased
   // uid that owns the VM's dir, and a jail; always the VMM's seccomp.
   Status Confine();
+  // The cgroup limits of a VM of that size (config_.limits).
+  CgroupLimits LimitsFor(uint32_t cpus, uint32_t memory_mib) const;
+  // Sets the cgroup's limits for that size (nothing without a cgroup).
+  Status UpdateLimits(uint32_t cpus, uint32_t memory_mib);
   // Lets a test inject a fault here (common/failpoint.h).
   void FailPoint(std::string_view point) const;
   // WithCauses plus what the VM process and the guest console said last.
@@ -152,6 +162,8 @@ class VM {
   // Owners, declared in creation order: destroyed (undone) in reverse.
   ScopedDir dir_;
   UidLease uid_;  // as root: the VM's own identity (its dir and processes)
+  VmCgroup cgroup_;  // outlives the processes in it
+  std::string limits_state_ = "off";
   std::unique_ptr<Hypervisor> hypervisor_;
   std::unique_ptr<AgentProxy> proxy_;
   std::unique_ptr<AgentClient> agent_;

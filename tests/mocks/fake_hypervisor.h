@@ -27,11 +27,15 @@
 
 namespace vmf::testing {
 
-// A process that names `dir` on its command line until it is killed.
-inline Result<ChildProcess> SpawnPlaceholder(const std::string& dir, const std::string& name) {
+// A process that names `dir` on its command line until it is killed; in
+// the VM's cgroup, as the real ones are.
+inline Result<ChildProcess> SpawnPlaceholder(const std::string& dir, const std::string& name,
+                                             const std::vector<int>& cgroup_procs_fds = {}) {
   const std::string file = dir + "/" + name;
   { std::ofstream(file) << ""; }
-  return ChildProcess::Spawn({"tail", "-f", file});
+  SpawnOptions opts;
+  opts.cgroup_procs_fds = cgroup_procs_fds;
+  return ChildProcess::Spawn({"tail", "-f", file}, opts);
 }
 
 class FakeBackend;
@@ -145,7 +149,7 @@ inline Status FakeHypervisor::Start(const Deadline&) {
       return ErrnoStatus(errno, "fake: memory file " + config_.memory_path);
     }
   }
-  VMF_ASSIGN_OR_RETURN(process_, SpawnPlaceholder(dir_, "fake-vmm.log"));
+  VMF_ASSIGN_OR_RETURN(process_, SpawnPlaceholder(dir_, "fake-vmm.log", config_.cgroup_procs_fds));
   paused_ = config_.boot == BootMode::kClone;
   ++backend_->started_;
   return OkStatus();

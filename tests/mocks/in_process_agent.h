@@ -83,7 +83,8 @@ class InProcessProxyLauncher : public ProxyLauncher {
     o.service.sysfs_root = guest_->sysfs_root();
     o.service.allow_system_changes = false;  // no host clock or hostname changes
     o.service.online_wait = std::chrono::milliseconds(200);
-    VMF_ASSIGN_OR_RETURN(ChildProcess placeholder, SpawnPlaceholder(req.dir, "fake-proxy.log"));
+    VMF_ASSIGN_OR_RETURN(ChildProcess placeholder,
+                         SpawnPlaceholder(req.dir, "fake-proxy.log", req.cgroup_procs_fds));
     {
       std::lock_guard<std::mutex> l(mu_);
       agents_[req.dir] = std::make_shared<InProcessAgent>(std::move(listen), o, silent_);

@@ -122,6 +122,12 @@ TEST_F(ConfigFileTest, FullValidFile) {
       "vm_cache_endpoint = \"/srv/vmf/daemon.sock\"\n"
       "vm_cache_parallelism = 2\n"
       "\n"
+      "[limits]\n"
+      "enabled = false\n"
+      "required = true\n"
+      "memory_overhead_mib = 64\n"
+      "pids_max = 100\n"
+      "\n"
       "[metrics]\n"
       "address = \"0.0.0.0:9100\"\n"
       "\n"
@@ -151,6 +157,10 @@ TEST_F(ConfigFileTest, FullValidFile) {
   EXPECT_EQ(c.factory.vm_cache_number, 3);
   EXPECT_EQ(c.factory.vm_cache_endpoint, "/srv/vmf/daemon.sock");
   EXPECT_EQ(c.factory.vm_cache_parallelism, 2);
+  EXPECT_FALSE(c.vm.limits.enabled);
+  EXPECT_TRUE(c.vm.limits.required);
+  EXPECT_EQ(c.vm.limits.memory_overhead_mib, 64u);
+  EXPECT_EQ(c.vm.limits.pids_max, 100u);
   EXPECT_EQ(c.metrics.address, "0.0.0.0:9100");
   EXPECT_EQ(c.vm.runtime_dir, "/srv/vmf");
 }
@@ -166,6 +176,10 @@ TEST_F(ConfigFileTest, UnsetKeysKeepDefaults) {
   EXPECT_EQ(r->factory.template_path, d.factory.template_path);
   EXPECT_EQ(r->factory.vm_cache_endpoint, d.factory.vm_cache_endpoint);
   EXPECT_EQ(r->metrics.address, d.metrics.address);
+  EXPECT_TRUE(r->vm.limits.enabled);
+  EXPECT_FALSE(r->vm.limits.required);
+  EXPECT_EQ(r->vm.limits.memory_overhead_mib, 256u);
+  EXPECT_EQ(r->vm.limits.pids_max, 256u);
 }
 
 TEST_F(ConfigFileTest, RuntimeDirMovesDerivedPathsUnlessSet) {
@@ -255,6 +269,9 @@ TEST_F(ConfigFileTest, OtherRanges) {
            {"[factory]\nvm_cache_endpoint = \"d.sock\"\n",
             "factory.vm_cache_endpoint: must be an absolute path"},
            {"[runtime]\ndir = \"run\"\n", "runtime.dir: must be an absolute path"},
+           {"[limits]\npids_max = 8\n", "limits.pids_max: must be between 16 and 4194304, got 8"},
+           {"[limits]\nmemory_overhead_mib = -1\n",
+            "limits.memory_overhead_mib: must be between 0 and 1048576, got -1"},
        }) {
     auto r = ParseConfig(c.text, "config.toml");
     ASSERT_FALSE(r.ok()) << c.text;

@@ -76,6 +76,8 @@ TEST_F(DaemonHandOutTest, AHandedOutVmIsRecordedUntilItEnds) {
   EXPECT_EQ(h->id, vm->id());
   EXPECT_EQ(h->vmm_pid, vm->vmm_pid());
   EXPECT_EQ(h->proxy_pid, vm->proxy_pid());
+  EXPECT_EQ(h->cgroup_dirs, std::vector<std::string>(vm->cgroup_dirs().begin(), vm->cgroup_dirs().end()));
+  for (const auto& d : vm->cgroup_dirs()) EXPECT_TRUE(fs::is_directory(d)) << d;
 
   auto s = DaemonStatus();
   ASSERT_EQ(s.handed_out_size(), 1);
@@ -90,6 +92,8 @@ TEST_F(DaemonHandOutTest, AHandedOutVmIsRecordedUntilItEnds) {
   ASSERT_TRUE(WaitUntil([&] { return !fs::exists(Record(vm->id())); }));
   EXPECT_FALSE(fs::exists(vm->runtime_dir()));
   EXPECT_FALSE(ProcessAlive(vm->proxy_pid()));
+  // And its cgroup, if this host gave it one.
+  for (const auto& d : vm->cgroup_dirs()) EXPECT_FALSE(fs::exists(d)) << d;
 }
 
 TEST_F(DaemonHandOutTest, AMissIsLabelledByItsSource) {
@@ -100,6 +104,11 @@ TEST_F(DaemonHandOutTest, AMissIsLabelledByItsSource) {
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   EXPECT_EQ(vm->source(), "direct");
   EXPECT_EQ(vm->memory_mib(), 4096u);
+  // Ours now: stopped, with everything it has (its cgroup too).
+  auto taken = VM::Attach(VMHandle::FromProto(*vm), opts_.vm, opts_.deps);
+  ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+  (*taken)->Stop();
+  for (const auto& d : vm->cgroup_dirs()) EXPECT_FALSE(fs::exists(d)) << d;
 }
 
 }  // namespace

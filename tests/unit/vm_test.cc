@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include "common/census.h"
+#include "common/io.h"
 #include "mocks/fake_vm_env.h"
 
 namespace vmf::testing {
@@ -196,13 +197,82 @@ TEST_F(VmTest, ReleaseKeepsEverythingAndAttachTakesItOver) {
     EXPECT_EQ(x->vmm_pid, h.vmm_pid);
     EXPECT_EQ(x->proxy_url, h.proxy_url);
     EXPECT_EQ(x->backend, "fake");
+    EXPECT_EQ(x->cgroup_dirs, h.cgroup_dirs);
   }
 
   auto taken = VM::Attach(back, env_.Config(), env_.Deps());
   ASSERT_TRUE(taken.ok()) << taken.status().ToString();
   EXPECT_TRUE((*taken)->agent().Check(Deadline(std::chrono::seconds(5))).ok());
+  EXPECT_EQ((*taken)->cgroup().dirs(), h.cgroup_dirs);
   (*taken)->Stop();
   ExpectNothingLeft();
+  for (const auto& d : h.cgroup_dirs) EXPECT_FALSE(std::filesystem::exists(d)) << d;
+}
+
+TEST_F(VmTest, AttachRefusesAHandleWhoseCgroupIsNotAVms) {
+  auto vm = Create(env_.Config());
+  ASSERT_TRUE(vm.ok());
+  VMHandle h = (*vm)->handle();
+  h.cgroup_dirs = {env_.runtime()};  // Stop() would remove it
+  auto taken = VM::Attach(h, env_.Config(), env_.Deps());
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.status().code(), Code::kInvalidArgument);
+  EXPECT_THAT(taken.status().message(), HasSubstr("cgroup dir"));
+  EXPECT_TRUE((*vm)->Healthy());
+}
+
+// The VM's processes in a cgroup of their own, against this host's cgroups
+// (skipped where there are none we may use).
+class VmLimitsTest : public VmTest {
+ protected:
+  static bool InGroup(pid_t pid, const std::string& id) {
+    auto text = ReadFile("/proc/" + std::to_string(pid) + "/cgroup");
+    return text.ok() && text->find("/vmfactory/" + id + "\n") != std::string::npos;
+  }
+};
+
+TEST_F(VmLimitsTest, QemuAndTheProxyAreInTheVmsCgroupWhichGoesAtStop) {
+  VMConfig c = env_.Config();
+  c.limits.memory_overhead_mib = 64;
+  c.limits.pids_max = 32;
+  auto vm = Create(c);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  if (!(*vm)->cgroup().valid()) GTEST_SKIP() << "resource limits " << (*vm)->limits_state();
+  EXPECT_THAT((*vm)->limits_state(), ::testing::StartsWith("applied (cgroup v"));
+  const std::vector<std::string> dirs = (*vm)->cgroup().dirs();
+  EXPECT_EQ((*vm)->handle().cgroup_dirs, dirs);
+  EXPECT_TRUE(InGroup((*vm)->vmm_pid(), (*vm)->id()));
+  EXPECT_TRUE(InGroup((*vm)->proxy_pid(), (*vm)->id()));
+  EXPECT_FALSE(InGroup(::getpid(), (*vm)->id()));
+  CgroupUsage u = (*vm)->cgroup().Usage();
+  EXPECT_EQ(u.memory_limit_bytes, uint64_t{256 + 64} << 20) << "guest memory + overhead";
+  EXPECT_GT(u.memory_bytes, 0u);
+  EXPECT_EQ((*vm)->cgroup().limits().cpus, 2.0) << "1 vCPU + 1 for QEMU's own threads";
+  EXPECT_EQ((*vm)->cgroup().limits().pids, 32u);
+  EXPECT_EQ((*vm)->cgroup().LimitHit(), std::nullopt);
+  (*vm)->Stop();
+  for (const auto& d : dirs) EXPECT_FALSE(std::filesystem::exists(d)) << d;
+  ExpectNothingLeft();
+}
+
+TEST_F(VmLimitsTest, GrowingRaisesTheLimits) {
+  FakeVmEnv env(256u << 20);
+  auto vm = VM::Create(env.Config(), nullptr, nullptr, env.Deps());
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  if (!(*vm)->cgroup().valid()) GTEST_SKIP() << "resource limits " << (*vm)->limits_state();
+  ASSERT_TRUE((*vm)->GrowTo(3, 300).ok());
+  EXPECT_EQ((*vm)->cgroup().Usage().memory_limit_bytes, uint64_t{512 + 256} << 20);
+  EXPECT_EQ((*vm)->cgroup().limits().cpus, 4.0);
+}
+
+TEST_F(VmLimitsTest, LimitsOffMeansNoCgroup) {
+  VMConfig c = env_.Config();
+  c.limits.enabled = false;
+  auto vm = Create(c);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  EXPECT_FALSE((*vm)->cgroup().valid());
+  EXPECT_EQ((*vm)->limits_state(), "off");
+  EXPECT_TRUE((*vm)->handle().cgroup_dirs.empty());
 }
 
 TEST_F(VmTest, AttachRefusesAHandleWhosePidsAreNotTheVms) {

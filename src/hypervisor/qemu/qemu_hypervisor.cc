@@ -48,6 +48,7 @@ class QemuHypervisor : public Hypervisor {
     opts.stdout_fd = log.get();
     opts.stderr_fd = log.get();
     opts.confine = &confine;
+    opts.cgroup_procs_fds = config_.cgroup_procs_fds;
     VMF_ASSIGN_OR_RETURN(process_, ChildProcess::Spawn(argv, opts));
     // QEMU creates its sockets during start-up; connect as soon as the QMP
     // socket answers, and fail at once if QEMU exits instead.
