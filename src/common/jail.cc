@@ -210,9 +210,12 @@ bool ApplyConfinementInChild(const Confinement& c, int* step, int* err) {
   }
   if (c.change_ids) {
     // setuid away from root clears the permitted and effective capabilities.
-    if (::setgroups(0, nullptr) != 0) return fail(kJailStepIds);
-    if (::setresgid(c.gid, c.gid, c.gid) != 0) return fail(kJailStepIds);
-    if (::setresuid(c.uid, c.uid, c.uid) != 0) return fail(kJailStepIds);
+    // Raw system calls, not glibc's wrappers: in a child made by a raw
+    // clone() of a threaded process, glibc still believes the parent's
+    // threads exist and its setxid broadcast would wait for them forever.
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0) return fail(kJailStepIds);
+    if (::syscall(SYS_setresgid, c.gid, c.gid, c.gid) != 0) return fail(kJailStepIds);
+    if (::syscall(SYS_setresuid, c.uid, c.uid, c.uid) != 0) return fail(kJailStepIds);
   }
   return true;
 }

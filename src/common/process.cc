@@ -1,6 +1,7 @@
 #include "common/process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -129,6 +130,17 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
   err_w.reset();
   ChildProcess child(pid, true);
   int report[2] = {0, 0};  // the failed step, errno
+  // The child's setup is system calls only; one that does not reach exec in
+  // this time is stuck (for example on a lock it inherited), not slow.
+  Deadline setup(std::chrono::seconds(30));
+  for (;;) {
+    struct pollfd p = {.fd = err_r.get(), .events = POLLIN, .revents = 0};
+    int r = ::poll(&p, 1, setup.remaining_ms());
+    if (r > 0) break;
+    if (r < 0 && errno == EINTR) continue;
+    child.Stop(std::chrono::milliseconds(0));
+    return DeadlineExceeded("start " + argv[0] + ": the child did not reach exec within 30 s");
+  }
   ssize_t n = 0;
   do {
     n = ::read(err_r.get(), report, sizeof(report));
