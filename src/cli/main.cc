@@ -119,6 +119,18 @@ std::string FindConfigArg(int argc, char** argv) {
   return "";
 }
 
+// ", memory 180/512 MiB, 12 tasks" from a VM's cgroup usage; "" without limits.
+template <typename Entry>
+std::string DescribeUsage(const Entry& e) {
+  if (!e.has_usage()) return "";
+  const auto& u = e.usage();
+  std::string s = ", memory " + std::to_string(u.memory_bytes() >> 20);
+  if (u.memory_limit_bytes() != 0) s += "/" + std::to_string(u.memory_limit_bytes() >> 20);
+  s += " MiB, " + std::to_string(u.pids()) + " tasks";
+  if (u.oom_kills() != 0) s += ", " + std::to_string(u.oom_kills()) + " killed by its memory limit";
+  return s;
+}
+
 int PrintDaemonStatus(const std::string& socket) {
   auto client = vmf::DaemonClient::Connect(socket);
   if (!client.ok()) {
@@ -137,11 +149,12 @@ int PrintDaemonStatus(const std::string& socket) {
                 static_cast<long long>(s->retry_in_ms()));
   }
   for (const auto& r : s->ready()) {
-    std::printf("  ready      %s qemu pid %d proxy pid %d\n", r.id().c_str(), r.vmm_pid(), r.proxy_pid());
+    std::printf("  ready      %s qemu pid %d proxy pid %d%s\n", r.id().c_str(), r.vmm_pid(), r.proxy_pid(),
+                DescribeUsage(r).c_str());
   }
   for (const auto& h : s->handed_out()) {
-    std::printf("  handed out %s qemu pid %d proxy pid %d owner pid %d\n", h.id().c_str(), h.vmm_pid(),
-                h.proxy_pid(), h.owner_pid());
+    std::printf("  handed out %s qemu pid %d proxy pid %d owner pid %d%s\n", h.id().c_str(), h.vmm_pid(),
+                h.proxy_pid(), h.owner_pid(), DescribeUsage(h).c_str());
   }
   return 0;
 }

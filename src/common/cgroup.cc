@@ -387,23 +387,29 @@ Status VmCgroup::SetLimits(const CgroupLimits& limits) {
   return OkStatus();
 }
 
-CgroupUsage VmCgroup::Usage() const {
+CgroupUsage VmCgroup::Usage() const { return UsageOf(dirs()); }
+
+CgroupUsage VmCgroup::UsageOf(const std::vector<std::string>& dirs) {
+  // Each dir is told apart by the files its controllers put there.
+  auto has = [](const std::string& dir, const char* file) {
+    return ::access((dir + "/" + file).c_str(), F_OK) == 0;
+  };
   CgroupUsage u;
-  if (const Dir* m = MemoryDir()) {
-    if (m->kind == Kind::kV2) {
-      u.memory_bytes = ReadNumber(m->path + "/memory.current");
-      u.memory_peak_bytes = ReadNumber(m->path + "/memory.peak");
-      u.memory_limit_bytes = ReadNumber(m->path + "/memory.max");
-      u.oom_kills = ReadKey(m->path + "/memory.events", "oom_kill");
-    } else {
-      u.memory_bytes = ReadNumber(m->path + "/memory.usage_in_bytes");
-      u.memory_peak_bytes = ReadNumber(m->path + "/memory.max_usage_in_bytes");
-      u.memory_limit_bytes = ReadNumber(m->path + "/memory.limit_in_bytes");
+  for (const std::string& d : dirs) {
+    if (has(d, "memory.current")) {  // v2
+      u.memory_bytes = ReadNumber(d + "/memory.current");
+      u.memory_peak_bytes = ReadNumber(d + "/memory.peak");
+      u.memory_limit_bytes = ReadNumber(d + "/memory.max");
+      u.oom_kills = ReadKey(d + "/memory.events", "oom_kill");
+    } else if (has(d, "memory.usage_in_bytes")) {  // v1 memory
+      u.memory_bytes = ReadNumber(d + "/memory.usage_in_bytes");
+      u.memory_peak_bytes = ReadNumber(d + "/memory.max_usage_in_bytes");
+      u.memory_limit_bytes = ReadNumber(d + "/memory.limit_in_bytes");
       if (u.memory_limit_bytes >= kV1Unlimited) u.memory_limit_bytes = 0;
-      u.oom_kills = ReadKey(m->path + "/memory.oom_control", "oom_kill");
+      u.oom_kills = ReadKey(d + "/memory.oom_control", "oom_kill");
     }
+    if (has(d, "pids.current")) u.pids = ReadNumber(d + "/pids.current");
   }
-  if (const Dir* p = PidsDir()) u.pids = ReadNumber(p->path + "/pids.current");
   return u;
 }
 

@@ -85,6 +85,9 @@ class VmCgroup {
   const CgroupLimits& limits() const { return limits_; }
   // What the kernel counts now (zeros for what cannot be read).
   CgroupUsage Usage() const;
+  // The same for a group that another process owns, from its dirs() (a
+  // daemon's record of a VM it handed out); nothing is taken over.
+  static CgroupUsage UsageOf(const std::vector<std::string>& dirs);
   // Why the group's processes were stopped or refused, if a limit did it:
   // "killed by its cgroup's memory limit (512 MiB)".
   std::optional<std::string> LimitHit() const;

@@ -164,7 +164,7 @@ class Daemon {
     int port = std::atoi(opts_.metrics_address.c_str() + colon + 1);
     http_ = std::make_unique<httplib::Server>();
     http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics_.Render(), "text/plain; version=0.0.4");
+      res.set_content(metrics_.Render() + VmUsageMetrics(), "text/plain; version=0.0.4");
     });
     if (!http_->bind_to_port(host, port)) {
       return Unavailable("metrics.address: cannot listen on " + opts_.metrics_address);
@@ -250,6 +250,7 @@ class Daemon {
         e->set_id(h.id);
         e->set_vmm_pid(h.vmm_pid);
         e->set_proxy_pid(h.proxy_pid);
+        SetUsage(h, e->mutable_usage());
       }
       s.set_booting(cs.booting);
       s.set_failures(cs.failures);
@@ -264,8 +265,54 @@ class Daemon {
       h->set_vmm_pid(rec.handle.vmm_pid);
       h->set_proxy_pid(rec.handle.proxy_pid);
       h->set_owner_pid(rec.owner);
+      SetUsage(rec.handle, h->mutable_usage());
     }
     return s;
+  }
+
+  // What the VM's cgroup counts, read from the dirs in its handle.
+  static void SetUsage(const VMHandle& h, vmfactory::v1::VmUsage* out) {
+    if (h.cgroup_dirs.empty()) return;
+    const CgroupUsage u = VmCgroup::UsageOf(h.cgroup_dirs);
+    out->set_memory_bytes(u.memory_bytes);
+    out->set_memory_limit_bytes(u.memory_limit_bytes);
+    out->set_pids(u.pids);
+    out->set_oom_kills(u.oom_kills);
+  }
+
+  // Prometheus text for each VM's usage (pool and handed out), after the
+  // daemon's own metrics.
+  std::string VmUsageMetrics() {
+    const vmfactory::v1::StatusResponse s = StatusProto();
+    struct Row {
+      std::string id;
+      const char* state;
+      const vmfactory::v1::VmUsage* usage;
+    };
+    std::vector<Row> rows;
+    for (const auto& r : s.ready()) {
+      if (r.has_usage()) rows.push_back({r.id(), "ready", &r.usage()});
+    }
+    for (const auto& h : s.handed_out()) {
+      if (h.has_usage()) rows.push_back({h.id(), "handed_out", &h.usage()});
+    }
+    std::string out;
+    auto family = [&](const char* name, const char* type, const char* help, auto value) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+      for (const Row& r : rows) {
+        out += std::string(name) + "{vm=\"" + r.id + "\",state=\"" + r.state + "\"} " +
+               std::to_string(value(*r.usage)) + "\n";
+      }
+    };
+    family("vmfactory_vm_memory_bytes", "gauge", "Memory charged to a VM's cgroup (QEMU + proxy).",
+           [](const vmfactory::v1::VmUsage& u) { return u.memory_bytes(); });
+    family("vmfactory_vm_memory_limit_bytes", "gauge", "A VM's memory limit (0: none).",
+           [](const vmfactory::v1::VmUsage& u) { return u.memory_limit_bytes(); });
+    family("vmfactory_vm_pids", "gauge", "Tasks in a VM's cgroup.",
+           [](const vmfactory::v1::VmUsage& u) { return u.pids(); });
+    family("vmfactory_vm_oom_kills_total", "counter", "Processes of a VM killed by its memory limit.",
+           [](const vmfactory::v1::VmUsage& u) { return u.oom_kills(); });
+    return out;
   }
 
   // --- handed-out VMs: records survive a daemon restart ---

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "common/census.h"
+#include "common/cgroup.h"
 #include "common/io.h"
 #include "common/process.h"
 #include "daemon/client.h"
@@ -456,6 +457,16 @@ TEST_F(DaemonTest, MetricsParseAndMove) {
   }
   EXPECT_GT(samples, 5);
   EXPECT_NE(before->body.find("vmfactory_pool_ready 2"), std::string::npos) << before->body;
+  // Where this host has cgroups, each pooled VM's usage is in the metrics
+  // and in `vmfactory status`.
+  if (VmCgroup::Create("probe-" + std::to_string(::getpid()), {}).ok()) {
+    EXPECT_NE(before->body.find("vmfactory_vm_memory_limit_bytes{vm=\""), std::string::npos) << before->body;
+    EXPECT_NE(before->body.find("state=\"ready\""), std::string::npos) << before->body;
+    auto [src, status] = Cli(runtime_, {"status"});
+    EXPECT_EQ(src, 0);
+    EXPECT_NE(status.find(" MiB, "), std::string::npos) << status;
+    EXPECT_NE(status.find(" tasks"), std::string::npos) << status;
+  }
   auto [rc, out] = Cli(runtime_, {"run", "--", "true"});
   EXPECT_EQ(rc, 0);
   auto after = http.Get("/metrics");
