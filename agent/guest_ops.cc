@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <linux/random.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -107,6 +109,53 @@ Status GuestOps::ReseedRandom(std::string_view data) const {
   std::memcpy(mem.data() + sizeof(rand_pool_info), data.data(), data.size());
   if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) return ErrnoStatus(errno, "RNDADDENTROPY");
   if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return ErrnoStatus(errno, "RNDRESEEDCRNG");
+  return OkStatus();
+}
+
+Status GuestOps::RenewIdentity() const {
+  if (!opt_.allow_system_changes) return OkStatus();
+  VMF_RETURN_IF_ERROR(WriteMachineId(opt_.machine_id_path, 0));
+  std::string boot_id;
+  if (!ReadSmallFile(opt_.boot_id_path, &boot_id)) return NotFound("cannot read " + opt_.boot_id_path);
+  return OkStatus();
+}
+
+Status WriteMachineId(const std::string& path, unsigned getrandom_flags) {
+  unsigned char raw[16];
+  size_t got = 0;
+  while (got < sizeof(raw)) {
+    ssize_t n = ::getrandom(raw + got, sizeof(raw) - got, getrandom_flags);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINVAL && (getrandom_flags & GRND_INSECURE) != 0) {
+      getrandom_flags &= ~GRND_INSECURE;  // a kernel before 5.6
+      getrandom_flags |= GRND_NONBLOCK;
+      continue;
+    }
+    if (n < 0) return ErrnoStatus(errno, "getrandom");
+    got += static_cast<size_t>(n);
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string text;
+  for (unsigned char c : raw) {
+    text.push_back(hex[c >> 4]);
+    text.push_back(hex[c & 15]);
+  }
+  text.push_back('\n');
+  const std::string tmp = path + ".new";
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0444));
+    if (!fd) return ErrnoStatus(errno, "create " + tmp);
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      Status st = ErrnoStatus(errno, "write " + tmp);
+      ::unlink(tmp.c_str());
+      return st;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    Status st = ErrnoStatus(errno, "rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return st;
+  }
   return OkStatus();
 }
 

@@ -37,6 +37,9 @@ class GuestOps {
     // How long OnlineCpuMem with wait=true waits for the CPUs asked for.
     std::chrono::milliseconds online_wait{2000};
     bool allow_system_changes = true;
+    // The machine's identity, renewed after each reseed (RenewIdentity).
+    std::string machine_id_path = "/etc/machine-id";
+    std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
   };
 
   struct MemoryDetails {
@@ -53,6 +56,12 @@ class GuestOps {
   Status OnlineCpuMem(uint32_t nb_cpus, bool wait, bool cpu_only) const;
   // Adds data to the entropy pool (credited fully) and reseeds the CRNG.
   Status ReseedRandom(std::string_view data) const;
+  // Makes this guest a machine of its own after a reseed (a clone of a
+  // template, handed out): a new machine-id from the reseeded CRNG, and the
+  // kernel's boot_id drawn now if it was not yet (the kernel makes it on
+  // its first read, so it must not be read before the reseed). Nothing is
+  // changed in host-safe mode.
+  Status RenewIdentity() const;
   MemoryDetails Memory(bool want_block_size) const;
   Status SetClock(int64_t sec, int64_t usec) const;
   // An empty hostname is accepted and changes nothing.
@@ -61,6 +70,11 @@ class GuestOps {
  private:
   Options opt_;
 };
+
+// Writes a new machine-id (32 lowercase hex digits and a newline, mode
+// 0444) to path, atomically, from getrandom(2) with `getrandom_flags`
+// (GRND_INSECURE at boot, where the CRNG may not be ready yet).
+Status WriteMachineId(const std::string& path, unsigned getrandom_flags);
 
 // Small-file helpers for sysfs.
 // Reads at most 256 bytes of path, without trailing newlines and spaces.

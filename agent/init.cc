@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "guest_ops.h"
 #include "log.h"
 #include "spawn.h"
 
@@ -129,6 +131,10 @@ void InitGuest(bool pid1) {
     if (::getenv("HOME") == nullptr) ::setenv("HOME", "/root", 1);
     int n = LoadModules(kModulesList, "/");
     Log("loaded %d kernel modules (%.3f s since boot)", n, SecondsSinceBoot());
+    // A machine-id for a cold boot; a clone gets its own at the reseed.
+    ::mkdir("/etc", 0755);
+    Status st = WriteMachineId("/etc/machine-id", GRND_INSECURE);
+    if (!st.ok()) Log("machine-id: %s", st.ToString().c_str());
   }
 }
 

@@ -204,6 +204,9 @@ void AgentService::DoReseed(uint32_t id, const std::string& payload) {
   grpc::ReseedRandomDevRequest req;
   if (!Parse(id, payload, &req)) return;
   Status st = guest_.ReseedRandom(req.data());
+  // A reseed is what makes a clone (or a pooled VM) a machine of its own:
+  // its identity is renewed from the new randomness.
+  if (st.ok()) st = guest_.RenewIdentity();
   if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }

@@ -23,7 +23,7 @@
 namespace vmf {
 
 // 2: records SHA-256 digests of the RAM and state files.
-inline constexpr int kTemplateFormatVersion = 2;
+inline constexpr int kTemplateFormatVersion = 3;
 
 struct TemplateInfo {
   std::string root;             // the template root

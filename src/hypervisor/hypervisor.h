@@ -47,6 +47,9 @@ class Hypervisor {
   virtual void Stop() = 0;
   virtual Status AddCPUs(uint32_t count) = 0;
   virtual Status AddMemory(uint32_t mib) = 0;
+  // The VM generation id the guest is shown (a GUID, fresh for every VM
+  // process: a clone's differs from its template's and its siblings').
+  virtual Result<std::string> GenerationId() = 0;
 
   virtual pid_t pid() const = 0;
   virtual bool Running() = 0;

@@ -481,6 +481,13 @@ Status VM::OnlineCPUMemory() {
   return OkStatus();
 }
 
+Result<std::string> VM::GenerationId() {
+  if (!hypervisor_) return FailedPrecondition("generation id: the VM is stopped");
+  auto id = hypervisor_->GenerationId();
+  if (!id.ok()) return WithCauses(id.status());
+  return id;
+}
+
 Status VM::ReseedRNG() {
   if (!agent_) return FailedPrecondition("reseed: the agent is disconnected");
   log_->info("reseed the guest RNG");

@@ -112,6 +112,8 @@ class VM {
   Status OnlineCPUMemory();
   // 512 bytes of host randomness into the guest CRNG, then a forced reseed.
   Status ReseedRNG();
+  // The VM generation id its guest is shown (Hypervisor::GenerationId).
+  Result<std::string> GenerationId();
   // Sets the guest clock from the host's.
   Status SyncClock();
   // Binds the VM to a sandbox id: RUNTIME/sandbox/ID becomes a link to the
@@ -161,7 +163,7 @@ class VM {
   bool restored_ = false;
   // Owners, declared in creation order: destroyed (undone) in reverse.
   ScopedDir dir_;
-  UidLease uid_;  // as root: the VM's own identity (its dir and processes)
+  UidLease uid_;     // as root: the VM's own identity (its dir and processes)
   VmCgroup cgroup_;  // outlives the processes in it
   std::string limits_state_ = "off";
   std::unique_ptr<Hypervisor> hypervisor_;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -129,40 +130,58 @@ TEST(SecurityTest, SandboxIdsCannotEscapeTheRuntimeDir) {
 
 // Clones restore the same RAM, CRNG state included. Each is reseeded from
 // the host before it is handed out: no two may produce the same bytes.
-TEST(SecurityTest, EightClonesNeverShareRandomness) {
-  std::set<std::string> urandom, uuids, hostnames;
-  int clones = 0;
-  for (int batch = 0; batch < 2; ++batch) {
-    std::vector<std::future<Result<std::unique_ptr<VM>>>> futs;
-    for (int i = 0; i < 4; ++i) {
-      futs.push_back(std::async(std::launch::async, [] {
-        return CloneFromTemplate(SharedTemplate(), TestConfig(), nullptr, nullptr);
-      }));
-    }
-    for (auto& f : futs) {
-      auto vm = f.get();
-      ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-      // The very first bytes after hand-out.
-      auto r = Exec(**vm, {"sh", "-c",
-                           "head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo;"
-                           " cat /proc/sys/kernel/random/uuid; hostname"});
-      ASSERT_TRUE(r.ok()) << r.status().ToString();
-      std::istringstream lines(r->out);
-      std::string bytes, uuid, host;
-      std::getline(lines, bytes);
-      std::getline(lines, uuid);
-      std::getline(lines, host);
-      EXPECT_EQ(bytes.size(), 128u) << r->out;
-      urandom.insert(bytes);
-      uuids.insert(uuid);
-      hostnames.insert(host);
-      ++clones;
-    }
+// Eight clones of one template, all running at once, are eight machines:
+// none shares randomness, a VM generation id, a boot id, a machine-id or a
+// name with another.
+TEST(SecurityTest, EightClonesAtOnceAreDistinctMachines) {
+  std::vector<std::future<Result<std::unique_ptr<VM>>>> futs;
+  for (int i = 0; i < 8; ++i) {
+    futs.push_back(std::async(std::launch::async, [] {
+      return CloneFromTemplate(SharedTemplate(), TestConfig(), nullptr, nullptr);
+    }));
   }
-  EXPECT_EQ(clones, 8);
+  std::vector<std::unique_ptr<VM>> vms;
+  for (auto& f : futs) {
+    auto vm = f.get();
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    vms.push_back(std::move(*vm));
+  }
+  std::set<std::string> urandom, uuids, hostnames, boot_ids, machine_ids, generation_ids;
+  const std::regex guid("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
+  for (auto& vm : vms) {
+    // The very first bytes after hand-out.
+    auto r = Exec(*vm, {"sh", "-c",
+                        "head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo;"
+                        " cat /proc/sys/kernel/random/uuid; hostname; cat /proc/sys/kernel/random/boot_id;"
+                        " cat /etc/machine-id"});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::istringstream lines(r->out);
+    std::string bytes, uuid, host, boot_id, machine_id;
+    std::getline(lines, bytes);
+    std::getline(lines, uuid);
+    std::getline(lines, host);
+    std::getline(lines, boot_id);
+    std::getline(lines, machine_id);
+    EXPECT_EQ(bytes.size(), 128u) << r->out;
+    EXPECT_TRUE(std::regex_match(boot_id, guid)) << r->out;
+    EXPECT_EQ(machine_id.size(), 32u) << r->out;
+    urandom.insert(bytes);
+    uuids.insert(uuid);
+    hostnames.insert(host);
+    boot_ids.insert(boot_id);
+    machine_ids.insert(machine_id);
+    auto gen = vm->GenerationId();
+    ASSERT_TRUE(gen.ok()) << gen.status().ToString();
+    EXPECT_TRUE(std::regex_match(*gen, guid)) << *gen;
+    generation_ids.insert(*gen);
+  }
   EXPECT_EQ(urandom.size(), 8u) << "two clones read the same bytes from /dev/urandom";
   EXPECT_EQ(uuids.size(), 8u) << "two clones made the same random uuid";
   EXPECT_EQ(hostnames.size(), 8u);
+  EXPECT_EQ(boot_ids.size(), 8u) << "two clones share a boot id";
+  EXPECT_EQ(machine_ids.size(), 8u) << "two clones share a machine-id";
+  EXPECT_EQ(generation_ids.size(), 8u) << "two clones share a VM generation id";
+  vms.clear();
   EXPECT_EQ(CountProcessesMentioning(TestRuntimeDir()), 0);
 }
 

@@ -8,13 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
-#include <set>
-
-#include "factory/factory.h"
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/io.h"
 #include "factory/digest.h"
+#include "factory/factory.h"
 #include "helpers.h"
 
 namespace vmf::testing {
@@ -193,9 +192,10 @@ TEST_F(BadTemplateTest, MadeByAnotherFormatVersion) {
     std::ifstream in(gen_ + "/template.json");
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  auto pos = text.find("\"format_version\": 2");
+  const std::string current = "\"format_version\": " + std::to_string(kTemplateFormatVersion);
+  auto pos = text.find(current);
   ASSERT_NE(pos, std::string::npos);
-  text.replace(pos, 19, "\"format_version\": 99");
+  text.replace(pos, current.size(), "\"format_version\": 99");
   std::ofstream(gen_ + "/template.json") << text;
   ExpectBroken(Code::kFailedPrecondition, "format version 99");
 }

@@ -59,6 +59,10 @@ class FakeHypervisor : public Hypervisor {
     return OkStatus();
   }
   Status Save(const Deadline&) override;
+  Result<std::string> GenerationId() override {
+    VMF_RETURN_IF_ERROR(Check("generation id"));
+    return "fake-" + std::to_string(pid());
+  }
   void Stop() override { process_.Stop(std::chrono::milliseconds(200)); }
   Status AddCPUs(uint32_t count) override;
   Status AddMemory(uint32_t mib) override;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -142,6 +143,32 @@ TEST_F(GuestOpsTest, ReseedChecksDataAndDevice) {
   EXPECT_NE(st.message().find("RNDADDENTROPY"), std::string::npos) << st.message();
   o.random_device = sys_.root() + "/no-such-device";
   EXPECT_EQ(GuestOps(o).ReseedRandom("x").code(), Code::kNotFound);
+}
+
+TEST_F(GuestOpsTest, RenewIdentityWritesAFreshMachineIdAndDrawsTheBootId) {
+  GuestOps::Options o;
+  o.machine_id_path = sys_.root() + "/machine-id";
+  o.boot_id_path = sys_.root() + "/boot_id";
+  sys_.Write("boot_id", "6a0bd1a4-5cbb-4c1e-9a0f-6e2e7b2f5b1d\n");
+  GuestOps ops(o);
+  ASSERT_TRUE(ops.RenewIdentity().ok());
+  std::string first = sys_.Read("machine-id");
+  ASSERT_EQ(first.size(), 33u) << first;
+  EXPECT_EQ(first.find_first_not_of("0123456789abcdef"), 32u) << first;
+  EXPECT_EQ(first.back(), '\n');
+  ASSERT_TRUE(ops.RenewIdentity().ok());
+  EXPECT_NE(sys_.Read("machine-id"), first) << "a renewed machine-id must differ";
+  EXPECT_FALSE(std::filesystem::exists(o.machine_id_path + ".new"));
+
+  // No boot_id to read is an error naming it; host-safe mode changes nothing.
+  o.boot_id_path = sys_.root() + "/no-boot-id";
+  Status st = GuestOps(o).RenewIdentity();
+  EXPECT_EQ(st.code(), Code::kNotFound);
+  EXPECT_NE(st.message().find("no-boot-id"), std::string::npos) << st.message();
+  o.allow_system_changes = false;
+  o.machine_id_path = sys_.root() + "/untouched";
+  EXPECT_TRUE(GuestOps(o).RenewIdentity().ok());
+  EXPECT_FALSE(std::filesystem::exists(o.machine_id_path));
 }
 
 }  // namespace

@@ -77,6 +77,15 @@ class QemuHypervisor : public Hypervisor {
     return WaitMigration(deadline, "restore");
   }
 
+  Result<std::string> GenerationId() override {
+    if (!qmp_) return FailedPrecondition("generation id: QEMU is not connected");
+    VMF_ASSIGN_OR_RETURN(json r, qmp_->Execute("query-vm-generation-id"));
+    if (!r.is_object() || !r.contains("guid") || !r["guid"].is_string()) {
+      return DataLoss("query-vm-generation-id: no guid in " + r.dump().substr(0, 200));
+    }
+    return r["guid"].get<std::string>();
+  }
+
   Status Pause() override {
     VMF_RETURN_IF_ERROR(EnsureQmp());
     return qmp_->Execute("stop").status();
@@ -407,6 +416,12 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
       "socket,id=vmf-console,path=" + dir + "/console.sock,server=on,wait=off",
       "-serial",
       "chardev:vmf-console",
+      // A VM generation id, new for every QEMU process ("auto"): a clone
+      // shows its guest another GUID than the template's (written into
+      // guest memory when its state is loaded, with an ACPI notification
+      // that a kernel with the vmgenid driver reseeds its CRNG on).
+      "-device",
+      "vmgenid,guid=auto,id=vmf-vmgenid",
       "-device",
       "virtio-serial-pci,id=vmf-serial",
       "-chardev",
