@@ -62,8 +62,10 @@ constexpr double kTargetSpeedup = 10.0;      // template p50 at least 10x faster
 constexpr double kTargetMemoryRatio = 0.30;  // clone PSS at most 30% of cold
 constexpr double kTargetCacheHitMs = 20.0;   // cache-hit p50 under 20 ms
 
-enum class Mode { kCold, kTemplate, kCache, kQemuCold, kQemuLoadvm };
-constexpr const char* kKnownModes = "cold, template, cache, qemu-cold, qemu-loadvm";
+// template-unconfined: clones as `template`, without the jail, uid,
+// seccomp and cgroup, so that the report shows what confinement costs.
+enum class Mode { kCold, kTemplate, kCache, kQemuCold, kQemuLoadvm, kTemplateUnconfined };
+constexpr const char* kKnownModes = "cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined";
 
 const char* ModeName(Mode m) {
   switch (m) {
@@ -77,6 +79,8 @@ const char* ModeName(Mode m) {
       return "qemu-cold";
     case Mode::kQemuLoadvm:
       return "qemu-loadvm";
+    case Mode::kTemplateUnconfined:
+      return "template-unconfined";
   }
   return "?";
 }
@@ -93,7 +97,8 @@ Result<std::vector<Mode>> ParseModes(const std::vector<std::string>& names) {
   std::vector<Mode> modes;
   for (const auto& name : names) {
     std::optional<Mode> m;
-    for (Mode c : {Mode::kCold, Mode::kTemplate, Mode::kCache, Mode::kQemuCold, Mode::kQemuLoadvm}) {
+    for (Mode c : {Mode::kCold, Mode::kTemplate, Mode::kCache, Mode::kQemuCold, Mode::kQemuLoadvm,
+                   Mode::kTemplateUnconfined}) {
       if (name == ModeName(c)) m = c;
     }
     if (!m) return InvalidArgument("unknown mode \"" + name + "\" (known modes: " + kKnownModes + ")");
@@ -313,7 +318,7 @@ class FactorySource : public Source {
     std::unique_ptr<VM> vm;
     if (mode_ == Mode::kCold) {
       VMF_ASSIGN_OR_RETURN(vm, VM::Create(config_, &s.steps, cancel));
-    } else if (mode_ == Mode::kTemplate) {
+    } else if (mode_ == Mode::kTemplate || mode_ == Mode::kTemplateUnconfined) {
       VMF_ASSIGN_OR_RETURN(vm, CloneFromTemplate(tmpl_->info(), config_, &s.steps, cancel));
     } else {
       VMF_ASSIGN_OR_RETURN(Acquired got, cache_->GetVM(config_, &s.steps, cancel));
@@ -887,15 +892,15 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
     for (const auto& [name, ms] : r.latency.step_means_ms) std::printf("  %-48s %9.1f\n", name.c_str(), ms);
   }
   std::string base_name = base ? ModeName(base->mode) : "-";
-  std::printf("\n%-12s %3s %8s %8s %8s %9s %8s %9s %9s %9s\n", "mode", "n", "p50 ms", "p95 ms", "max ms",
+  std::printf("\n%-19s %3s %8s %8s %8s %9s %8s %9s %9s %9s\n", "mode", "n", "p50 ms", "p95 ms", "max ms",
               "PSS MiB", "VMs/min", "p50 ratio", "PSS ratio", "thr ratio");
   for (const auto& r : results) {
     if (!r.status.ok()) {
-      std::printf("%-12s FAILED: %s\n", ModeName(r.mode), r.status.ToString().c_str());
+      std::printf("%-19s FAILED: %s\n", ModeName(r.mode), r.status.ToString().c_str());
       continue;
     }
     Ratios q = base && base->status.ok() ? RatiosOf(r, *base) : Ratios{};
-    std::printf("%-12s %3zu %8lld %8lld %8lld %9.1f %8.1f %9.3f %9.3f %9.2f\n", ModeName(r.mode),
+    std::printf("%-19s %3zu %8lld %8lld %8lld %9.1f %8.1f %9.3f %9.3f %9.2f\n", ModeName(r.mode),
                 r.latency.samples.size(), static_cast<long long>(r.latency.p50.count()),
                 static_cast<long long>(r.latency.p95.count()), static_cast<long long>(r.latency.max.count()),
                 r.pss_mib, r.throughput.per_minute, q.latency_p50, q.memory, q.throughput);
@@ -920,6 +925,16 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
                 speedup >= kTargetSpeedup ? "met" : "NOT met", speedup);
     std::printf("target: clone PSS <= %.0f%% of cold: %s (%.1f%%)\n", kTargetMemoryRatio * 100,
                 memory_ratio <= kTargetMemoryRatio ? "met" : "NOT met", memory_ratio * 100);
+  }
+  if (const ModeResult* unconfined = find(Mode::kTemplateUnconfined); unconfined && clone) {
+    std::printf(
+        "confinement: clone p50 %lld ms confined vs %lld ms unconfined (%+lld ms, x%.2f); PSS %.1f vs %.1f "
+        "MiB\n",
+        static_cast<long long>(clone->latency.p50.count()),
+        static_cast<long long>(unconfined->latency.p50.count()),
+        static_cast<long long>(clone->latency.p50.count() - unconfined->latency.p50.count()),
+        Ratio(Ms(clone->latency.p50), std::max(1.0, Ms(unconfined->latency.p50))), clone->pss_mib,
+        unconfined->pss_mib);
   }
   if (const ModeResult* cache = find(Mode::kCache)) {
     if (cache->latency.cache_hits == 0) {
@@ -1021,6 +1036,12 @@ ModeResult RunMode(Mode mode, const BenchOptions& opts, const VMConfig& config, 
   if (mode == Mode::kCold || mode == Mode::kTemplate) {
     FactorySource src(mode, config, tmpl, nullptr);
     r.status = run(src);
+  } else if (mode == Mode::kTemplateUnconfined) {
+    VMConfig unconfined = config;
+    unconfined.security.confine = false;
+    unconfined.limits.enabled = false;
+    FactorySource src(mode, unconfined, tmpl, nullptr);
+    r.status = run(src);
   } else if (mode == Mode::kCache) {
     r.status = [&]() -> Status {
       VMF_ASSIGN_OR_RETURN(auto base, NewTemplateFactory(config, tmpl->root()));
@@ -1066,7 +1087,7 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
                machine.value("qemu_version", std::string()).c_str());
 
   std::unique_ptr<BenchTemplate> tmpl;
-  if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache)) {
+  if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache) || Has(modes, Mode::kTemplateUnconfined)) {
     std::fprintf(stderr, "bench: making a private template\n");
     VMF_ASSIGN_OR_RETURN(tmpl, BenchTemplate::Create(config, tmp->path() + "/template"));
     std::fprintf(stderr, "bench: template made in %.2f s\n", Ms(tmpl->created_in()) / 1000.0);
