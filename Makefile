@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test unit integration test-asan test-tsan format tidy clean
+.PHONY: all deps build demo test unit integration install test-asan test-tsan format tidy clean
 
 all: build
 
@@ -16,6 +16,12 @@ $(BUILD)/CMakeCache.txt:
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS)
+
+# Into PREFIX (default /usr/local): bin/vmfactory, bin/vmfactory-proxy,
+# lib/vmfactory/libvmf-readonly-open.so, share/vmfactory/guest/.
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 demo: build
 	$(BUILD)/bin/vmfactory run -v -- uname -a

@@ -32,10 +32,12 @@ void ExpectNothingLeft() {
   EXPECT_TRUE(ec || it == std::filesystem::directory_iterator()) << "a VM runtime dir was left";
 }
 
-// Runs build/bin/vmfactory with args; optionally sends `sig` after `after`.
-CliResult RunCli(const std::vector<std::string>& args, int sig = 0, Duration after = Duration(0),
-                 Duration timeout = std::chrono::seconds(120)) {
-  std::vector<std::string> argv = {std::string(VMF_DEFAULT_BIN_DIR) + "/vmfactory"};
+// Runs `binary` with args and VMF_RUNTIME_DIR=runtime; optionally sends
+// `sig` after `after`.
+CliResult RunProgram(const std::string& binary, const std::string& runtime,
+                     const std::vector<std::string>& args, int sig = 0, Duration after = Duration(0),
+                     Duration timeout = std::chrono::seconds(120)) {
+  std::vector<std::string> argv = {binary};
   argv.insert(argv.end(), args.begin(), args.end());
   int out_pipe[2], err_pipe[2];
   EXPECT_EQ(::pipe(out_pipe), 0);
@@ -44,7 +46,7 @@ CliResult RunCli(const std::vector<std::string>& args, int sig = 0, Duration aft
   SpawnOptions opts;
   opts.stdout_fd = out_w.get();
   opts.stderr_fd = err_w.get();
-  ::setenv("VMF_RUNTIME_DIR", CliRuntimeDir().c_str(), 1);
+  ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
   auto child = ChildProcess::Spawn(argv, opts);
   EXPECT_TRUE(child.ok()) << child.status().ToString();
   out_w.reset();
@@ -70,6 +72,39 @@ CliResult RunCli(const std::vector<std::string>& args, int sig = 0, Duration aft
   EXPECT_TRUE(st.ok());
   r.status = st.ok() && WIFEXITED(*st) ? WEXITSTATUS(*st) : -1;
   return r;
+}
+
+// Runs build/bin/vmfactory with args in the CLI tests' runtime dir.
+CliResult RunCli(const std::vector<std::string>& args, int sig = 0, Duration after = Duration(0),
+                 Duration timeout = std::chrono::seconds(120)) {
+  return RunProgram(std::string(VMF_DEFAULT_BIN_DIR) + "/vmfactory", CliRuntimeDir(), args, sig, after,
+                    timeout);
+}
+
+// `make install` gives a tree that works on its own: the defaults find the
+// proxy, the preload and the guest image beside the installed binary.
+TEST(CliTest, AnInstalledTreeMakesATemplateAndRunsClonesOnItsOwn) {
+  const std::string prefix = TestRuntimeDir() + "-prefix";
+  const std::string runtime = prefix + "/run";
+  std::filesystem::remove_all(prefix);
+  auto install = ChildProcess::Spawn({VMF_CMAKE_COMMAND, "--install", VMF_BUILD_DIR, "--prefix", prefix});
+  ASSERT_TRUE(install.ok()) << install.status().ToString();
+  auto st = install->Wait(Deadline(std::chrono::seconds(120)));
+  ASSERT_TRUE(st.ok() && WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << "cmake --install failed";
+  for (const char* f : {"/bin/vmfactory", "/bin/vmfactory-proxy", "/lib/vmfactory/libvmf-readonly-open.so",
+                        "/share/vmfactory/guest/vmlinuz", "/share/vmfactory/guest/initramfs.cpio"}) {
+    EXPECT_TRUE(std::filesystem::exists(prefix + f)) << prefix + f;
+  }
+  const std::string bin = prefix + "/bin/vmfactory";
+  CliResult init = RunProgram(bin, runtime, {"init"});
+  ASSERT_EQ(init.status, 0) << init.err;
+  CliResult run = RunProgram(bin, runtime, {"run", "-v", "--", "echo", "installed"});
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.out, "installed\n");
+  EXPECT_NE(run.err.find("source: template"), std::string::npos) << run.err;
+  EXPECT_EQ(RunProgram(bin, runtime, {"destroy"}).status, 0);
+  EXPECT_EQ(CountProcessesMentioning(runtime), 0);
+  std::filesystem::remove_all(prefix);
 }
 
 // The bench's every source but the plain cold boot, one sample each: the
