@@ -27,6 +27,8 @@
 #include <vector>
 
 #include "agent.pb.h"
+#include "bench/end_to_end.h"
+#include "bench/percentile.h"
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/process.h"
@@ -58,9 +60,11 @@ constexpr Duration kSyncRetry = std::chrono::milliseconds(1500);
 constexpr int kThroughputPerWorker = 2;
 
 // The targets the report compares against (printed, never enforced).
-constexpr double kTargetSpeedup = 10.0;      // template p50 at least 10x faster than cold
-constexpr double kTargetMemoryRatio = 0.30;  // clone PSS at most 30% of cold
-constexpr double kTargetCacheHitMs = 20.0;   // cache-hit p50 under 20 ms
+constexpr double kTargetSpeedup = 10.0;             // template p50 at least 10x faster than cold
+constexpr double kTargetMemoryRatio = 0.30;         // clone PSS at most 30% of cold
+constexpr double kTargetCacheHitMs = 20.0;          // cache-hit p50 under 20 ms
+constexpr double kTargetRunTemplateSpeedup = 15.0;  // `run -- true` from the template vs cold
+constexpr double kTargetRunPoolSpeedup = 40.0;      // `run -- true` from the pool vs cold
 
 // template-unconfined: clones as `template`, without the jail, uid,
 // seccomp and cgroup, so that the report shows what confinement costs.
@@ -642,15 +646,6 @@ struct LatencyStats {
   Duration hit_p50{0};
 };
 
-// Nearest rank: the smallest value with at least p% of the samples at or below it.
-Duration Percentile(std::vector<Duration> sorted, double p) {
-  if (sorted.empty()) return Duration{0};
-  std::sort(sorted.begin(), sorted.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
-  rank = std::clamp<size_t>(rank, 1, sorted.size());
-  return sorted[rank - 1];
-}
-
 Result<LatencyStats> MeasureLatency(Mode mode, Source& src, int iterations, CancelToken* cancel) {
   LatencyStats stats;
   for (int i = 1; i <= iterations; ++i) {
@@ -947,6 +942,59 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
   }
 }
 
+// The end-to-end figures, with ratios against the cold `run` of the same bench.
+const EndToEndResult* ColdRun(const std::vector<EndToEndResult>& e2e) {
+  for (const auto& r : e2e) {
+    if (r.source == "cold" && r.status.ok()) return &r;
+  }
+  return nullptr;
+}
+
+void PrintEndToEnd(const std::vector<EndToEndResult>& e2e) {
+  if (e2e.empty()) return;
+  const EndToEndResult* cold = ColdRun(e2e);
+  std::printf("\nend to end: `vmfactory run -- true`, a process from start to exit (as `time` sees it)\n");
+  std::printf("%-19s %3s %8s %8s %11s\n", "source", "n", "p50 ms", "p95 ms", "cold / this");
+  for (const auto& r : e2e) {
+    if (!r.status.ok()) {
+      std::printf("%-19s FAILED: %s\n", r.source.c_str(), r.status.ToString().c_str());
+      continue;
+    }
+    double speedup = cold ? Ratio(Ms(cold->p50), std::max(1.0, Ms(r.p50))) : 0;
+    std::printf("%-19s %3zu %8lld %8lld %10.1fx\n", r.source.c_str(), r.samples.size(),
+                static_cast<long long>(r.p50.count()), static_cast<long long>(r.p95.count()), speedup);
+  }
+  if (!cold) return;
+  for (const auto& [source, target] : {std::pair<std::string, double>{"template", kTargetRunTemplateSpeedup},
+                                       std::pair<std::string, double>{"cache", kTargetRunPoolSpeedup}}) {
+    for (const auto& r : e2e) {
+      if (r.source != source || !r.status.ok()) continue;
+      double speedup = Ratio(Ms(cold->p50), std::max(1.0, Ms(r.p50)));
+      std::printf("target: `run` from the %s >= %.0fx faster than cold: %s (%.1fx)\n",
+                  source == "cache" ? "pool" : "template", target, speedup >= target ? "met" : "NOT met",
+                  speedup);
+    }
+  }
+}
+
+json EndToEndJson(const std::vector<EndToEndResult>& e2e) {
+  const EndToEndResult* cold = ColdRun(e2e);
+  json out = json::array();
+  for (const auto& r : e2e) {
+    json e = {{"source", r.source}, {"command", "vmfactory run -v -- true"}};
+    if (!r.status.ok()) {
+      e["error"] = r.status.ToString();
+    } else {
+      json samples = json::array();
+      for (Duration d : r.samples) samples.push_back(d.count());
+      e["wall_ms"] = {{"p50", r.p50.count()}, {"p95", r.p95.count()}, {"samples", samples}};
+      if (cold) e["speedup_vs_cold"] = Ratio(Ms(cold->p50), std::max(1.0, Ms(r.p50)));
+    }
+    out.push_back(e);
+  }
+  return out;
+}
+
 // A single-quoted gnuplot string (the path must not hold a quote or newline).
 Result<std::string> GnuplotString(const std::string& s) {
   if (s.find_first_of("'\n\r") != std::string::npos)
@@ -1108,10 +1156,29 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   machine["loadavg_at_end"] = json::array();
   if (double load[3]; ::getloadavg(load, 3) == 3) machine["loadavg_at_end"] = {load[0], load[1], load[2]};
 
+  // The same sources as a user times them: a whole `vmfactory run -- true`.
+  EndToEndOptions e2e_opts{.runtime_dir = tmp->path(),
+                           .template_root = tmpl ? tmpl->root() : std::string(),
+                           .config_path = opts.config_path,
+                           .config = config,
+                           .sources = {},
+                           .iterations = opts.iterations};
+  if (Has(modes, Mode::kCold)) e2e_opts.sources.emplace_back("cold");
+  if (Has(modes, Mode::kTemplate)) e2e_opts.sources.emplace_back("template");
+  if (Has(modes, Mode::kCache)) e2e_opts.sources.emplace_back("cache");
+  std::vector<EndToEndResult> e2e;
+  if (!e2e_opts.sources.empty()) e2e = MeasureEndToEnd(e2e_opts, cancel);
+  if (cancel->cancelled()) return Cancelled("interrupted");
+  for (const auto& r : e2e) {
+    if (!r.status.ok()) *mode_failed = true;
+  }
+
   PrintReport(opts, results, base, tmpl.get());
+  PrintEndToEnd(e2e);
   Status out = OkStatus();
   if (!opts.json_path.empty()) {
     json j = ResultsJson(opts, results, base, machine, tmpl.get());
+    j["end_to_end"] = EndToEndJson(e2e);
     Status st = WriteFileAtomic(opts.json_path, j.dump(2) + "\n", 0644);
     if (st.ok()) {
       std::printf("wrote %s\n", opts.json_path.c_str());

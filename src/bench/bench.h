@@ -34,6 +34,7 @@ struct BenchOptions {
   std::string json_path;                  // write every figure here if set
   std::string plot_path;                  // PNG (gnuplot) if set
   std::vector<std::string> command_line;  // recorded in the JSON
+  std::string config_path;                // --config, passed on to the end-to-end `vmfactory run`s
 };
 
 // Returns the process exit status: 0 when every mode was measured (targets

@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
   vmf::BenchOptions bench;
   bench.config = config.vm;
   bench.command_line.assign(argv, argv + argc);
+  bench.config_path = config_path;
   auto* bench_cmd =
       app.add_subcommand("bench", "time and size VMs from each source (factory and plain QEMU) in one run");
   AddVmOptions(bench_cmd, &bench.config);

@@ -75,6 +75,10 @@ class ChildProcess {
   std::optional<int> exit_status_;
 };
 
+// This program's own path (/proc/self/exe), for running it again as a child;
+// "vmfactory" if the link cannot be read.
+std::string SelfExe();
+
 // Whether pid names a live (not zombie) process.
 bool ProcessAlive(pid_t pid);
 

@@ -174,6 +174,8 @@ Result<TemplateInfo> LoadGeneration(const std::string& root, const std::string& 
   t.state_bytes = meta.value("state_bytes", uint64_t{0});
   t.memory_sha256 = meta.value("memory_sha256", "");
   t.state_sha256 = meta.value("state_sha256", "");
+  t.memory_stamp = meta.value("memory_stamp", "");
+  t.state_stamp = meta.value("state_stamp", "");
   if (t.memory_sha256.size() != 64 || t.state_sha256.size() != 64) {
     return DataLoss("template file " + meta_path + " records no valid digests of its files");
   }
@@ -186,8 +188,8 @@ Result<TemplateInfo> LoadGeneration(const std::string& root, const std::string& 
   VMF_RETURN_IF_ERROR(CheckFile("state", t.state_path(), t.state_bytes));
   VMF_RETURN_IF_ERROR(CheckPrivate("template memory file", t.memory_path()));
   VMF_RETURN_IF_ERROR(CheckPrivate("template state file", t.state_path()));
-  VMF_RETURN_IF_ERROR(CheckDigest("template state file", t.state_path(), t.state_sha256));
-  VMF_RETURN_IF_ERROR(CheckDigest("template memory file", t.memory_path(), t.memory_sha256));
+  VMF_RETURN_IF_ERROR(CheckDigest("template state file", t.state_path(), t.state_sha256, t.state_stamp));
+  VMF_RETURN_IF_ERROR(CheckDigest("template memory file", t.memory_path(), t.memory_sha256, t.memory_stamp));
   return t;
 }
 
@@ -282,6 +284,9 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   step("digesting the RAM and state files");
   VMF_ASSIGN_OR_RETURN(const std::string memory_sha256, Sha256File(config.hypervisor.memory_path));
   VMF_ASSIGN_OR_RETURN(const std::string state_sha256, Sha256File(config.hypervisor.device_state_path));
+  // The versions hashed: a use that finds the same need not hash again.
+  VMF_ASSIGN_OR_RETURN(const std::string memory_stamp, FileStamp(config.hypervisor.memory_path));
+  VMF_ASSIGN_OR_RETURN(const std::string state_stamp, FileStamp(config.hypervisor.device_state_path));
 
   // 6. Describe it, then publish it.
   struct stat st {};
@@ -295,6 +300,8 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
                {"state_bytes", static_cast<uint64_t>(st.st_size)},
                {"memory_sha256", memory_sha256},
                {"state_sha256", state_sha256},
+               {"memory_stamp", memory_stamp},
+               {"state_stamp", state_stamp},
                {"hypervisor", HypervisorToJson(config.hypervisor)}};
   VMF_RETURN_IF_ERROR(WriteFileAtomic(gen.path() + "/template.json", meta.dump(2) + "\n", 0600));
   step("publishing " + gen.path());

@@ -35,6 +35,9 @@ struct TemplateInfo {
   uint64_t state_bytes = 0;
   std::string memory_sha256;  // recorded by init, checked on every use
   std::string state_sha256;
+  // The files' versions (FileStamp) when init hashed them.
+  std::string memory_stamp;
+  std::string state_stamp;
   std::string memory_path() const { return generation + "/memory"; }
   std::string state_path() const { return generation + "/state"; }
 };

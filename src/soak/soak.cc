@@ -36,12 +36,6 @@ using json = nlohmann::json;
 const std::vector<std::string> kFaults = {"qemu-exec",   "proxy-exec",   "qemu-hotplug", "proxy-hotplug",
                                           "qemu-pooled", "proxy-pooled", "daemon",       "owner-exit"};
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "vmfactory";
-}
-
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());

@@ -108,14 +108,15 @@ TEST(CliTest, AnInstalledTreeMakesATemplateAndRunsClonesOnItsOwn) {
 }
 
 // The bench's every source but the plain cold boot, one sample each: the
-// template and pool through the factory, and QEMU with no factory (the same
+// template (confined and not) and pool through the factory, the whole
+// `vmfactory run` from the template and the pool, QEMU with no factory (the same
 // backend, its own agent sync) and QEMU's own snapshots. Numbers are not
 // checked (see docs/benchmarks.md); that each mode measures, and that
 // nothing is left, is.
 TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
   const std::string json = CliRuntimeDir() + "-bench.json";
-  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm", "--iterations", "1",
-                   "--concurrency", "1", "--concurrency-mem", "1", "--json", json},
+  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm,template-unconfined",
+                   "--iterations", "1", "--concurrency", "1", "--concurrency-mem", "1", "--json", json},
                   0, Duration(0), std::chrono::seconds(280));
   EXPECT_EQ(r.status, 0) << r.err;
   auto text = ReadFile(json, 16 << 20);
@@ -128,7 +129,17 @@ TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
     EXPECT_GT(m.value("latency_ms", nlohmann::json::object()).value("p50", 0), 0) << m.dump();
     measured.push_back(m.value("mode", ""));
   }
-  EXPECT_EQ(measured, (std::vector<std::string>{"template", "cache", "qemu-cold", "qemu-loadvm"}));
+  EXPECT_EQ(measured, (std::vector<std::string>{"template", "cache", "qemu-cold", "qemu-loadvm",
+                                                "template-unconfined"}));
+  // And the whole `vmfactory run -- true` from the template and the pool.
+  std::vector<std::string> e2e;
+  for (const auto& e : results.value("end_to_end", nlohmann::json::array())) {
+    EXPECT_FALSE(e.contains("error")) << e.dump();
+    EXPECT_GT(e.value("wall_ms", nlohmann::json::object()).value("p50", 0), 0) << e.dump();
+    e2e.push_back(e.value("source", ""));
+  }
+  EXPECT_EQ(e2e, (std::vector<std::string>{"template", "cache"}));
+  EXPECT_NE(r.out.find("end to end: `vmfactory run -- true`"), std::string::npos) << r.out;
   std::filesystem::remove(json);
   ExpectNothingLeft();
 }

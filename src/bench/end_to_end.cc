@@ -1,0 +1,160 @@
+#include "bench/end_to_end.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "bench/percentile.h"
+#include "common/fd.h"
+#include "common/io.h"
+#include "common/process.h"
+#include "daemon/client.h"
+
+namespace vmf {
+namespace {
+
+constexpr int kPoolSize = 2;
+constexpr size_t kMaxStderr = 64 * 1024;
+constexpr Duration kRunTimeout = std::chrono::seconds(300);
+constexpr Duration kPoolTimeout = std::chrono::seconds(180);
+
+class EndToEnd {
+ public:
+  EndToEnd(const EndToEndOptions& o, CancelToken* cancel)
+      : o_(o), cancel_(cancel), socket_(o.runtime_dir + "/daemon.sock") {}
+  ~EndToEnd() { daemon_.Stop(std::chrono::seconds(10)); }
+
+  EndToEndResult Measure(const std::string& source) {
+    EndToEndResult r{source, OkStatus(), {}, {}, {}};
+    r.status = [&]() -> Status {
+      if (source == "cache") VMF_RETURN_IF_ERROR(StartDaemon());
+      for (int i = 1; i <= o_.iterations; ++i) {
+        if (cancel_->cancelled()) return Cancelled("interrupted");
+        if (source == "cache") VMF_RETURN_IF_ERROR(WaitPoolFull());
+        VMF_ASSIGN_OR_RETURN(Duration d, RunOnce(source));
+        std::fprintf(stderr, "bench: end to end %s %d/%d: %lld ms\n", source.c_str(), i, o_.iterations,
+                     static_cast<long long>(d.count()));
+        r.samples.push_back(d);
+      }
+      return OkStatus();
+    }();
+    if (source == "cache") daemon_.Stop(std::chrono::seconds(10));
+    r.p50 = Percentile(r.samples, 50);
+    r.p95 = Percentile(r.samples, 95);
+    return r;
+  }
+
+ private:
+  // The global options and the VM's size and image, as the bench has them.
+  std::vector<std::string> Command(const std::string& sub) const {
+    std::vector<std::string> argv = {SelfExe()};
+    if (!o_.config_path.empty()) argv.insert(argv.end(), {"--config", o_.config_path});
+    argv.insert(argv.end(), {"--template-path", o_.template_root, "--socket", socket_, sub, "--cpus",
+                             std::to_string(o_.config.hypervisor.vcpus), "--memory",
+                             std::to_string(o_.config.hypervisor.memory_mib), "--kernel",
+                             o_.config.hypervisor.kernel, "--initrd", o_.config.hypervisor.initrd});
+    return argv;
+  }
+
+  // Starts argv with our runtime dir (as soak does: the CLI reads it from the environment).
+  Result<ChildProcess> Spawn(const std::vector<std::string>& argv, const SpawnOptions& so) const {
+    ::setenv("VMF_RUNTIME_DIR", o_.runtime_dir.c_str(), 1);
+    auto child = ChildProcess::Spawn(argv, so);
+    ::unsetenv("VMF_RUNTIME_DIR");
+    return child;
+  }
+
+  // One `vmfactory run -v -- true`, timed from just before its start to its
+  // exit; it must succeed and say it used `source`.
+  Result<Duration> RunOnce(const std::string& source) {
+    std::vector<std::string> argv = Command("run");
+    argv.emplace_back("-v");
+    if (source == "cold") argv.emplace_back("--cold");
+    argv.insert(argv.end(), {"--", "true"});
+    const std::string err_path = o_.runtime_dir + "/end-to-end-run.err";
+    UniqueFd err_fd(::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!err_fd) return ErrnoStatus(errno, "create " + err_path);
+    SpawnOptions so;
+    so.stderr_fd = err_fd.get();
+    const auto t0 = Clock::now();
+    VMF_ASSIGN_OR_RETURN(ChildProcess child, Spawn(argv, so));
+    auto waited = child.Wait(Deadline(kRunTimeout));
+    const auto t1 = Clock::now();
+    if (!waited.ok()) return waited.status().WithContext("`vmfactory run -- true` (" + source + ")");
+    const int status = *waited;
+    const std::string err = TailOfFile(err_path, kMaxStderr);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return Internal("`vmfactory run -- true` (" + source + ") ended with " + DescribeWaitStatus(status) +
+                      ": " + err.substr(0, 2000));
+    }
+    const std::string want = source == "cold"       ? "source: cold boot"
+                             : source == "template" ? "source: template"
+                                                    : ", cache";
+    if (err.find(want) == std::string::npos) {
+      return FailedPrecondition("`vmfactory run` did not use the " + source + " (wanted \"" + want +
+                                "\"): " + err.substr(0, 2000));
+    }
+    return std::chrono::duration_cast<Duration>(t1 - t0);
+  }
+
+  Status StartDaemon() {
+    std::vector<std::string> argv = Command("serve");
+    argv.insert(argv.end(), {"--cache", std::to_string(kPoolSize), "--metrics", ""});
+    UniqueFd log(::open((o_.runtime_dir + "/end-to-end-daemon.log").c_str(),
+                        O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    if (!log) return ErrnoStatus(errno, "open the daemon log");
+    SpawnOptions so;
+    so.stderr_fd = log.get();
+    VMF_ASSIGN_OR_RETURN(daemon_, Spawn(argv, so));
+    return OkStatus();
+  }
+
+  Status WaitPoolFull() {
+    Deadline d(kPoolTimeout);
+    Status last = DeadlineExceeded("the daemon never answered");
+    while (!d.expired()) {
+      if (cancel_->cancelled()) return Cancelled("interrupted");
+      if (!daemon_.Running()) {
+        return Unavailable("the daemon exited; see " + o_.runtime_dir + "/end-to-end-daemon.log");
+      }
+      auto c = DaemonClient::Connect(socket_);
+      if (c.ok()) {
+        auto s = (*c)->GetStatus();
+        if (s.ok() && s->ready_size() == kPoolSize && s->booting() == 0) return OkStatus();
+        last = s.ok() ? DeadlineExceeded("pool at " + std::to_string(s->ready_size()) + " of " +
+                                         std::to_string(kPoolSize) + ", last error: " + s->last_error())
+                      : s.status();
+      } else {
+        last = c.status();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return last.WithContext("the daemon's pool did not fill");
+  }
+
+  const EndToEndOptions& o_;
+  CancelToken* cancel_;
+  std::string socket_;
+  ChildProcess daemon_;
+};
+
+}  // namespace
+
+std::vector<EndToEndResult> MeasureEndToEnd(const EndToEndOptions& options, CancelToken* cancel) {
+  std::fprintf(stderr, "bench: === end to end (vmfactory run -- true) ===\n");
+  EndToEnd e2e(options, cancel);
+  std::vector<EndToEndResult> results;
+  for (const std::string& source : options.sources) {
+    results.push_back(e2e.Measure(source));
+    if (!results.back().status.ok()) {
+      std::fprintf(stderr, "bench: end to end %s FAILED: %s\n", source.c_str(),
+                   results.back().status.ToString().c_str());
+    }
+  }
+  return results;
+}
+
+}  // namespace vmf

@@ -1,0 +1,38 @@
+// End-to-end timing for `vmfactory bench`: the whole `vmfactory run -- true`
+// process, from its start until it exits, as `time` would see it, per
+// source: a cold boot (`run --cold`), a template clone, and a VM from a
+// daemon's pool (a `vmfactory serve` of the bench's own, its pool full
+// before each sample). Each sample checks that `run -v` reports the source
+// it was meant to measure.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/cancel.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "vm/config.h"
+
+namespace vmf {
+
+struct EndToEndOptions {
+  std::string runtime_dir;           // private to the bench: sockets and VMs go here
+  std::string template_root;         // the bench's template (for "template" and "cache")
+  std::string config_path;           // passed on with --config when not empty
+  VMConfig config;                   // vCPUs, memory, kernel and initrd are passed on
+  std::vector<std::string> sources;  // of "cold", "template", "cache", in this order
+  int iterations = 5;
+};
+
+struct EndToEndResult {
+  std::string source;
+  Status status;  // why this source could not be measured
+  std::vector<Duration> samples;
+  Duration p50{0};
+  Duration p95{0};
+};
+
+std::vector<EndToEndResult> MeasureEndToEnd(const EndToEndOptions& options, CancelToken* cancel);
+
+}  // namespace vmf
