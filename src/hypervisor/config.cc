@@ -1,5 +1,6 @@
 #include "hypervisor/config.h"
 
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,6 +55,20 @@ Status ValidateCommon(const HypervisorConfig& h) {
 void FitCeilings(HypervisorConfig* h) {
   h->max_vcpus = std::max(h->max_vcpus, h->vcpus);
   h->max_memory_mib = std::max(h->max_memory_mib, h->memory_mib);
+}
+
+Result<Confinement> VmProcessConfinement(const VmConfinement& v, const std::string& dir) {
+  Confinement c;
+  c.change_ids = v.change_ids;
+  c.uid = v.uid;
+  c.gid = v.gid;
+  c.cap_last = LastCapability();
+  if (!v.jail) return c;
+  c.namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+  c.root_dir = dir + "/.root";
+  if (::mkdir(c.root_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return ErrnoStatus(errno, "mkdir " + c.root_dir);
+  return c;
 }
 
 }  // namespace vmf

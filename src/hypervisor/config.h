@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/jail.h"
 #include "common/status.h"
 
 namespace vmf {
@@ -44,6 +45,12 @@ struct VmConfinement {
   // it never needs to write it (QEMU 7.2 opens it O_RDWR all the same).
   std::string readonly_open_lib;
 };
+
+// The start of a VM process's Confinement (the VMM's or the proxy's): its
+// identity and, with v.jail, new mount, PID, IPC, UTS and network
+// namespaces and an empty jail root at dir/.root (made here, 0700), to
+// which the caller adds what the process needs with a JailBuilder.
+Result<Confinement> VmProcessConfinement(const VmConfinement& v, const std::string& dir);
 
 struct HypervisorConfig {
   std::string backend = "qemu";  // which HypervisorBackend (hypervisor/backends.h)

@@ -38,19 +38,11 @@ class Launcher : public ProxyLauncher {
   // uses are files in the VM's dir).
   static Result<Confinement> Confine(const ProxyRequest& req, int log_fd) {
     const VmConfinement& v = req.confinement;
-    Confinement c;
-    c.change_ids = v.change_ids;
-    c.uid = v.uid;
-    c.gid = v.gid;
-    c.cap_last = LastCapability();
+    VMF_ASSIGN_OR_RETURN(Confinement c, VmProcessConfinement(v, req.dir));
     if (v.change_ids && ::fchown(log_fd, v.uid, v.gid) != 0) {
       return ErrnoStatus(errno, "give the console log to the VM's uid");
     }
     if (!v.jail) return c;
-    c.namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
-    c.root_dir = req.dir + "/.root";
-    if (::mkdir(c.root_dir.c_str(), 0700) != 0 && errno != EEXIST)
-      return ErrnoStatus(errno, "mkdir " + c.root_dir);
     JailBuilder jail(c.root_dir);
     jail.ReadOnly(req.binary).Writable(req.dir);
     VMF_ASSIGN_OR_RETURN(c.steps, jail.Build());

@@ -194,11 +194,7 @@ class QemuHypervisor : public Hypervisor {
   // in a clone), in namespaces of its own (no network: it has no NIC).
   Result<Confinement> Confine(const std::string& program, bool use_kvm) {
     const VmConfinement& v = config_.confinement;
-    Confinement c;
-    c.change_ids = v.change_ids;
-    c.uid = v.uid;
-    c.gid = v.gid;
-    c.cap_last = LastCapability();
+    VMF_ASSIGN_OR_RETURN(Confinement c, VmProcessConfinement(v, dir_));
     if (config_.boot == BootMode::kClone && !v.readonly_open_lib.empty()) {
       c.env = {"LD_PRELOAD=" + v.readonly_open_lib, "VMF_READONLY_FILES=" + config_.memory_path};
     }
@@ -211,10 +207,6 @@ class QemuHypervisor : public Hypervisor {
       }
     }
     if (!v.jail) return c;
-    c.namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
-    c.root_dir = dir_ + "/.root";
-    if (::mkdir(c.root_dir.c_str(), 0700) != 0 && errno != EEXIST)
-      return ErrnoStatus(errno, "mkdir " + c.root_dir);
     JailBuilder jail(c.root_dir);
     jail.ReadOnly(program).ReadOnly(config_.kernel).ReadOnly(config_.initrd).Writable(dir_);
     if (use_kvm) jail.Device("/dev/kvm");
