@@ -150,18 +150,24 @@ TEST(SecurityTest, EightClonesAtOnceAreDistinctMachines) {
   const std::regex guid("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
   for (auto& vm : vms) {
     // The very first bytes after hand-out.
-    auto r = Exec(*vm, {"sh", "-c",
-                        "head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo;"
-                        " cat /proc/sys/kernel/random/uuid; hostname; cat /proc/sys/kernel/random/boot_id;"
-                        " cat /etc/machine-id"});
+    auto r =
+        Exec(*vm, {"sh", "-c",
+                   "head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo;"
+                   " cat /proc/sys/kernel/random/uuid; hostname; cat /proc/sys/kernel/random/boot_id;"
+                   " cat /etc/machine-id;"
+                   // A kernel with the vmgenid driver reseeds on the new GUID itself.
+                   " if [ -e /sys/bus/acpi/drivers/vmgenid ]; then dmesg | grep -c 'virtual machine fork';"
+                   " else echo no-driver; fi"});
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     std::istringstream lines(r->out);
-    std::string bytes, uuid, host, boot_id, machine_id;
+    std::string bytes, uuid, host, boot_id, machine_id, vmgenid_reseeds;
     std::getline(lines, bytes);
     std::getline(lines, uuid);
     std::getline(lines, host);
     std::getline(lines, boot_id);
     std::getline(lines, machine_id);
+    std::getline(lines, vmgenid_reseeds);
+    if (vmgenid_reseeds != "no-driver") EXPECT_EQ(vmgenid_reseeds, "1") << "no vmgenid reseed: " << r->out;
     EXPECT_EQ(bytes.size(), 128u) << r->out;
     EXPECT_TRUE(std::regex_match(boot_id, guid)) << r->out;
     EXPECT_EQ(machine_id.size(), 32u) << r->out;
