@@ -28,6 +28,9 @@ class BoundedWriter {
     return true;
   }
 
+  // Nothing queued or being written.
+  bool idle() const { return !writing_ && q_.empty(); }
+
   // Called once a write fails; the queue is then empty.
   std::function<void(std::error_code)> on_error;
   // Returns an owner to keep alive while a write is in flight.

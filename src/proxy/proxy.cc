@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio.hpp>
 #include <map>
 #include <memory>
@@ -44,6 +45,8 @@ class ClientConn : public std::enable_shared_from_this<ClientConn> {
   void Send(std::string frame);
   void Close();
   uint64_t id() const { return id_; }
+  // Everything sent has been written (or the client is gone).
+  bool drained() const { return closed_ || writer_.idle(); }
 
  private:
   void Read();
@@ -72,6 +75,7 @@ class ProxyServer {
         connect_timer_(io),
         session_timer_(io),
         drain_timer_(io),
+        stop_timer_(io),
         signals_(io, SIGTERM, SIGINT),
         connect_deadline_(opts.connect_timeout),
         session_(SessionOptions(opts)) {
@@ -123,13 +127,22 @@ class ProxyServer {
     if (console_) console_->Stop();
     signals_.cancel();
     agent_.close(ec);
-    // Give queued error replies a moment to reach clients, then stop.
-    auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
-    t->async_wait([this, t](std::error_code) {
+    // Give queued error replies up to 100 ms to reach clients, then stop
+    // (at once when every reply is out: a VM's stop waits for us).
+    StopWhenDrained(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+  }
+
+  void StopWhenDrained(std::chrono::steady_clock::time_point give_up) {
+    const bool drained =
+        std::all_of(clients_.begin(), clients_.end(), [](const auto& e) { return e.second->drained(); });
+    if (drained || std::chrono::steady_clock::now() >= give_up) {
       if (console_) console_->Close();
       for (auto& [id, c] : std::map(clients_)) c->Close();
       io_.stop();
-    });
+      return;
+    }
+    stop_timer_.expires_after(std::chrono::milliseconds(2));
+    stop_timer_.async_wait([this, give_up](std::error_code) { StopWhenDrained(give_up); });
   }
 
  private:
@@ -263,6 +276,7 @@ class ProxyServer {
   asio::steady_timer connect_timer_;
   asio::steady_timer session_timer_;
   asio::steady_timer drain_timer_;
+  asio::steady_timer stop_timer_;
   asio::signal_set signals_;
   Deadline connect_deadline_;
   std::optional<ConsoleReader> console_;
