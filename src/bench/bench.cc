@@ -68,8 +68,11 @@ constexpr double kTargetRunPoolSpeedup = 40.0;      // `run -- true` from the po
 
 // template-unconfined: clones as `template`, without the jail, uid,
 // seccomp and cgroup, so that the report shows what confinement costs.
-enum class Mode { kCold, kTemplate, kCache, kQemuCold, kQemuLoadvm, kTemplateUnconfined };
-constexpr const char* kKnownModes = "cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined";
+// daemon-load: not a source of its own but the bench's daemon under 1, 2
+// and 4 clients at once (MeasureDaemonLoad).
+enum class Mode { kCold, kTemplate, kCache, kQemuCold, kQemuLoadvm, kTemplateUnconfined, kDaemonLoad };
+constexpr const char* kKnownModes =
+    "cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined, daemon-load";
 
 const char* ModeName(Mode m) {
   switch (m) {
@@ -85,6 +88,8 @@ const char* ModeName(Mode m) {
       return "qemu-loadvm";
     case Mode::kTemplateUnconfined:
       return "template-unconfined";
+    case Mode::kDaemonLoad:
+      return "daemon-load";
   }
   return "?";
 }
@@ -102,7 +107,7 @@ Result<std::vector<Mode>> ParseModes(const std::vector<std::string>& names) {
   for (const auto& name : names) {
     std::optional<Mode> m;
     for (Mode c : {Mode::kCold, Mode::kTemplate, Mode::kCache, Mode::kQemuCold, Mode::kQemuLoadvm,
-                   Mode::kTemplateUnconfined}) {
+                   Mode::kTemplateUnconfined, Mode::kDaemonLoad}) {
       if (name == ModeName(c)) m = c;
     }
     if (!m) return InvalidArgument("unknown mode \"" + name + "\" (known modes: " + kKnownModes + ")");
@@ -824,7 +829,7 @@ json ResultsJson(const BenchOptions& opts, const std::vector<ModeResult>& result
                    {"memory_vms_at_once", opts.concurrency_mem},
                    {"throughput_vms", opts.concurrency * kThroughputPerWorker}};
   if (tmpl) j["template_made_s"] = Ms(tmpl->created_in()) / 1000.0;
-  j["baseline"] = base ? ModeName(base->mode) : nullptr;
+  j["baseline"] = base ? json(ModeName(base->mode)) : json(nullptr);
   json modes = json::array();
   for (const auto& r : results) {
     json m;
@@ -886,6 +891,7 @@ void PrintReport(const BenchOptions& opts, const std::vector<ModeResult>& result
     std::printf("%s steps (mean ms):\n", ModeName(r.mode));
     for (const auto& [name, ms] : r.latency.step_means_ms) std::printf("  %-48s %9.1f\n", name.c_str(), ms);
   }
+  if (results.empty()) return;
   std::string base_name = base ? ModeName(base->mode) : "-";
   std::printf("\n%-19s %3s %8s %8s %8s %9s %8s %9s %9s %9s\n", "mode", "n", "p50 ms", "p95 ms", "max ms",
               "PSS MiB", "VMs/min", "p50 ratio", "PSS ratio", "thr ratio");
@@ -989,6 +995,43 @@ json EndToEndJson(const std::vector<EndToEndResult>& e2e) {
       for (Duration d : r.samples) samples.push_back(d.count());
       e["wall_ms"] = {{"p50", r.p50.count()}, {"p95", r.p95.count()}, {"samples", samples}};
       if (cold) e["speedup_vs_cold"] = Ratio(Ms(cold->p50), std::max(1.0, Ms(r.p50)));
+    }
+    out.push_back(e);
+  }
+  return out;
+}
+
+void PrintDaemonLoad(const std::vector<DaemonLoadResult>& load, int per_worker) {
+  if (load.empty()) return;
+  std::printf(
+      "\ndaemon under load: clients at once, each taking %d VM(s) in turn (GetVM, attach, `true`, stop);\n"
+      "a pool of 2 over the template, so larger bursts are served by clones\n",
+      per_worker);
+  std::printf("%7s %4s %5s %7s %6s %13s %13s\n", "clients", "VMs", "pool", "wall s", "VMs/s", "GetVM p50 ms",
+              "GetVM p99 ms");
+  for (const auto& r : load) {
+    if (!r.status.ok()) {
+      std::printf("%7d FAILED: %s\n", r.concurrency, r.status.ToString().c_str());
+      continue;
+    }
+    std::printf("%7d %4d %5d %7.2f %6.2f %13lld %13lld\n", r.concurrency, r.vms, r.from_pool, r.wall_s,
+                r.vms_per_s, static_cast<long long>(r.getvm_p50.count()),
+                static_cast<long long>(r.getvm_p99.count()));
+  }
+}
+
+json DaemonLoadJson(const std::vector<DaemonLoadResult>& load) {
+  json out = json::array();
+  for (const auto& r : load) {
+    json e = {{"concurrency", r.concurrency}};
+    if (!r.status.ok()) {
+      e["error"] = r.status.ToString();
+    } else {
+      e["vms"] = r.vms;
+      e["from_pool"] = r.from_pool;
+      e["wall_s"] = r.wall_s;
+      e["vms_per_s"] = r.vms_per_s;
+      e["getvm_ms"] = {{"p50", r.getvm_p50.count()}, {"p99", r.getvm_p99.count()}};
     }
     out.push_back(e);
   }
@@ -1135,7 +1178,8 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
                machine.value("qemu_version", std::string()).c_str());
 
   std::unique_ptr<BenchTemplate> tmpl;
-  if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache) || Has(modes, Mode::kTemplateUnconfined)) {
+  if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache) || Has(modes, Mode::kTemplateUnconfined) ||
+      Has(modes, Mode::kDaemonLoad)) {
     std::fprintf(stderr, "bench: making a private template\n");
     VMF_ASSIGN_OR_RETURN(tmpl, BenchTemplate::Create(config, tmp->path() + "/template"));
     std::fprintf(stderr, "bench: template made in %.2f s\n", Ms(tmpl->created_in()) / 1000.0);
@@ -1143,6 +1187,7 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   std::vector<ModeResult> results;
   for (Mode mode : modes) {
     if (cancel->cancelled()) return Cancelled("interrupted");
+    if (mode == Mode::kDaemonLoad) continue;  // measured below, after the sources
     results.push_back(RunMode(mode, opts, config, tmpl.get(), tmp->path(), kvm, cancel));
     if (cancel->cancelled()) return Cancelled("interrupted");
     if (!results.back().status.ok()) *mode_failed = true;
@@ -1151,8 +1196,8 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   for (const auto& r : results) {
     if (r.mode == Mode::kCold) base = &r;
   }
-  if (!base) base = &results.front();
-  if (!base->status.ok()) base = nullptr;
+  if (!base && !results.empty()) base = &results.front();
+  if (base && !base->status.ok()) base = nullptr;
   machine["loadavg_at_end"] = json::array();
   if (double load[3]; ::getloadavg(load, 3) == 3) machine["loadavg_at_end"] = {load[0], load[1], load[2]};
 
@@ -1172,13 +1217,23 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   for (const auto& r : e2e) {
     if (!r.status.ok()) *mode_failed = true;
   }
+  std::vector<DaemonLoadResult> daemon_load;
+  if (Has(modes, Mode::kDaemonLoad)) {
+    daemon_load = MeasureDaemonLoad(e2e_opts, {1, 2, 4}, std::max(1, opts.iterations), cancel);
+    if (cancel->cancelled()) return Cancelled("interrupted");
+    for (const auto& r : daemon_load) {
+      if (!r.status.ok()) *mode_failed = true;
+    }
+  }
 
   PrintReport(opts, results, base, tmpl.get());
   PrintEndToEnd(e2e);
+  PrintDaemonLoad(daemon_load, std::max(1, opts.iterations));
   Status out = OkStatus();
   if (!opts.json_path.empty()) {
     json j = ResultsJson(opts, results, base, machine, tmpl.get());
     j["end_to_end"] = EndToEndJson(e2e);
+    j["daemon_load"] = DaemonLoadJson(daemon_load);
     Status st = WriteFileAtomic(opts.json_path, j.dump(2) + "\n", 0644);
     if (st.ok()) {
       std::printf("wrote %s\n", opts.json_path.c_str());

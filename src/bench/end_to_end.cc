@@ -4,7 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include "bench/percentile.h"
@@ -12,6 +14,10 @@
 #include "common/io.h"
 #include "common/process.h"
 #include "daemon/client.h"
+#include "factory.pb.h"
+#include "vm/exec.h"
+#include "vm/handle.h"
+#include "vm/vm.h"
 
 namespace vmf {
 namespace {
@@ -47,7 +53,70 @@ class EndToEnd {
     return r;
   }
 
+  DaemonLoadResult Load(int concurrency, int per_worker) {
+    DaemonLoadResult r;
+    r.concurrency = concurrency;
+    r.status = [&]() -> Status {
+      if (!daemon_.valid() || !daemon_.Running()) VMF_RETURN_IF_ERROR(StartDaemon());
+      VMF_RETURN_IF_ERROR(WaitPoolFull());
+      std::mutex mu;
+      std::vector<Duration> getvm;
+      Status first = OkStatus();
+      std::atomic<int> from_pool{0};
+      const auto t0 = Clock::now();
+      {
+        std::vector<std::jthread> workers;
+        for (int w = 0; w < concurrency; ++w) {
+          workers.emplace_back([&] {
+            for (int i = 0; i < per_worker && !cancel_->cancelled(); ++i) {
+              auto one = OneClient();
+              std::lock_guard l(mu);
+              if (!one.ok()) {
+                if (first.ok()) first = one.status();
+                return;
+              }
+              getvm.push_back(one->first);
+              if (one->second) ++from_pool;
+            }
+          });
+        }
+      }
+      r.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      VMF_RETURN_IF_ERROR(first);
+      if (cancel_->cancelled()) return Cancelled("interrupted");
+      r.vms = static_cast<int>(getvm.size());
+      r.from_pool = from_pool;
+      r.vms_per_s = r.wall_s > 0 ? r.vms / r.wall_s : 0;
+      r.getvm_p50 = Percentile(getvm, 50);
+      r.getvm_p99 = Percentile(getvm, 99);
+      return OkStatus();
+    }();
+    std::fprintf(stderr, "bench: daemon load, %d at once: %d VMs in %.2f s (%d from the pool)%s\n",
+                 concurrency, r.vms, r.wall_s, r.from_pool,
+                 r.status.ok() ? "" : (": " + r.status.ToString()).c_str());
+    return r;
+  }
+
+  void StopDaemon() { daemon_.Stop(std::chrono::seconds(10)); }
+
  private:
+  // One client of the daemon: a VM (GetVM timed), `true` run in it, stopped.
+  // Returns the GetVM time and whether the VM came from the pool.
+  Result<std::pair<Duration, bool>> OneClient() {
+    VMF_ASSIGN_OR_RETURN(auto client, DaemonClient::Connect(socket_));
+    const auto t0 = Clock::now();
+    VMF_ASSIGN_OR_RETURN(
+        vmfactory::v1::VM handed,
+        client->GetVM(o_.config.hypervisor.vcpus, o_.config.hypervisor.memory_mib, Deadline(kRunTimeout)));
+    const Duration took = std::chrono::duration_cast<Duration>(Clock::now() - t0);
+    VMF_ASSIGN_OR_RETURN(auto vm, VM::Attach(VMHandle::FromProto(handed), o_.config));
+    auto ran = ExecAndCollect(vm->agent(), {"true"});
+    vm->Stop();
+    if (!ran.ok()) return ran.status().WithContext("run `true` in a VM from the daemon");
+    if (ran->exit_code != 0) return Internal("`true` exited " + std::to_string(ran->exit_code));
+    return std::make_pair(took, handed.source() == "cache");
+  }
+
   // The global options and the VM's size and image, as the bench has them.
   std::vector<std::string> Command(const std::string& sub) const {
     std::vector<std::string> argv = {SelfExe()};
@@ -142,6 +211,20 @@ class EndToEnd {
 };
 
 }  // namespace
+
+std::vector<DaemonLoadResult> MeasureDaemonLoad(const EndToEndOptions& options,
+                                                const std::vector<int>& concurrency, int per_worker,
+                                                CancelToken* cancel) {
+  std::fprintf(stderr, "bench: === daemon under load ===\n");
+  EndToEnd e2e(options, cancel);
+  std::vector<DaemonLoadResult> results;
+  for (int c : concurrency) {
+    if (cancel->cancelled()) break;
+    results.push_back(e2e.Load(c, per_worker));
+  }
+  e2e.StopDaemon();
+  return results;
+}
 
 std::vector<EndToEndResult> MeasureEndToEnd(const EndToEndOptions& options, CancelToken* cancel) {
   std::fprintf(stderr, "bench: === end to end (vmfactory run -- true) ===\n");

@@ -33,6 +33,24 @@ struct EndToEndResult {
   Duration p95{0};
 };
 
+// Clients of one daemon (the bench's own, pool of 2 over its template) at
+// once: each of `concurrency` workers takes `per_worker` VMs one after the
+// other (GetVM, attach, run `true`, stop). A burst larger than the pool is
+// served by clones: slower, never an error.
+struct DaemonLoadResult {
+  int concurrency = 0;
+  Status status;  // the first failure, if any
+  int vms = 0;
+  int from_pool = 0;  // GetVM answers with source "cache"
+  double wall_s = 0;
+  double vms_per_s = 0;
+  Duration getvm_p50{0};
+  Duration getvm_p99{0};
+};
+
 std::vector<EndToEndResult> MeasureEndToEnd(const EndToEndOptions& options, CancelToken* cancel);
+std::vector<DaemonLoadResult> MeasureDaemonLoad(const EndToEndOptions& options,
+                                                const std::vector<int>& concurrency, int per_worker,
+                                                CancelToken* cancel);
 
 }  // namespace vmf

@@ -222,8 +222,9 @@ int main(int argc, char** argv) {
       app.add_subcommand("bench", "time and size VMs from each source (factory and plain QEMU) in one run");
   AddVmOptions(bench_cmd, &bench.config);
   bench_cmd
-      ->add_option("--modes", bench.modes,
-                   "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined")
+      ->add_option(
+          "--modes", bench.modes,
+          "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined, daemon-load")
       ->delimiter(',')
       ->capture_default_str();
   bench_cmd->add_option("--iterations", bench.iterations, "latency samples per mode")->capture_default_str();

@@ -115,7 +115,7 @@ TEST(CliTest, AnInstalledTreeMakesATemplateAndRunsClonesOnItsOwn) {
 // nothing is left, is.
 TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
   const std::string json = CliRuntimeDir() + "-bench.json";
-  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm,template-unconfined",
+  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm,template-unconfined,daemon-load",
                    "--iterations", "1", "--concurrency", "1", "--concurrency-mem", "1", "--json", json},
                   0, Duration(0), std::chrono::seconds(280));
   EXPECT_EQ(r.status, 0) << r.err;
@@ -140,6 +140,15 @@ TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
   }
   EXPECT_EQ(e2e, (std::vector<std::string>{"template", "cache"}));
   EXPECT_NE(r.out.find("end to end: `vmfactory run -- true`"), std::string::npos) << r.out;
+  // And the daemon under 1, 2 and 4 clients at once, one VM each: a burst
+  // past the pool of 2 is served, not refused.
+  std::vector<int> clients;
+  for (const auto& l : results.value("daemon_load", nlohmann::json::array())) {
+    EXPECT_FALSE(l.contains("error")) << l.dump();
+    EXPECT_EQ(l.value("vms", 0), l.value("concurrency", -1)) << l.dump();
+    clients.push_back(l.value("concurrency", 0));
+  }
+  EXPECT_EQ(clients, (std::vector<int>{1, 2, 4}));
   std::filesystem::remove(json);
   ExpectNothingLeft();
 }
