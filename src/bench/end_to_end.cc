@@ -182,26 +182,14 @@ class EndToEnd {
   }
 
   Status WaitPoolFull() {
-    Deadline d(kPoolTimeout);
-    Status last = DeadlineExceeded("the daemon never answered");
-    while (!d.expired()) {
+    auto full = WaitForFullPool(socket_, kPoolSize, Deadline(kPoolTimeout), [&]() -> Status {
       if (cancel_->cancelled()) return Cancelled("interrupted");
       if (!daemon_.Running()) {
         return Unavailable("the daemon exited; see " + o_.runtime_dir + "/end-to-end-daemon.log");
       }
-      auto c = DaemonClient::Connect(socket_);
-      if (c.ok()) {
-        auto s = (*c)->GetStatus();
-        if (s.ok() && s->ready_size() == kPoolSize && s->booting() == 0) return OkStatus();
-        last = s.ok() ? DeadlineExceeded("pool at " + std::to_string(s->ready_size()) + " of " +
-                                         std::to_string(kPoolSize) + ", last error: " + s->last_error())
-                      : s.status();
-      } else {
-        last = c.status();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return last.WithContext("the daemon's pool did not fill");
+      return OkStatus();
+    });
+    return full.status().WithContext("the daemon's pool did not fill");
   }
 
   const EndToEndOptions& o_;

@@ -391,24 +391,21 @@ CgroupUsage VmCgroup::Usage() const { return UsageOf(dirs()); }
 
 CgroupUsage VmCgroup::UsageOf(const std::vector<std::string>& dirs) {
   // Each dir is told apart by the files its controllers put there.
-  auto has = [](const std::string& dir, const char* file) {
-    return ::access((dir + "/" + file).c_str(), F_OK) == 0;
-  };
   CgroupUsage u;
   for (const std::string& d : dirs) {
-    if (has(d, "memory.current")) {  // v2
+    if (Exists(d + "/memory.current")) {  // v2
       u.memory_bytes = ReadNumber(d + "/memory.current");
       u.memory_peak_bytes = ReadNumber(d + "/memory.peak");
       u.memory_limit_bytes = ReadNumber(d + "/memory.max");
       u.oom_kills = ReadKey(d + "/memory.events", "oom_kill");
-    } else if (has(d, "memory.usage_in_bytes")) {  // v1 memory
+    } else if (Exists(d + "/memory.usage_in_bytes")) {  // v1 memory
       u.memory_bytes = ReadNumber(d + "/memory.usage_in_bytes");
       u.memory_peak_bytes = ReadNumber(d + "/memory.max_usage_in_bytes");
       u.memory_limit_bytes = ReadNumber(d + "/memory.limit_in_bytes");
       if (u.memory_limit_bytes >= kV1Unlimited) u.memory_limit_bytes = 0;
       u.oom_kills = ReadKey(d + "/memory.oom_control", "oom_kill");
     }
-    if (has(d, "pids.current")) u.pids = ReadNumber(d + "/pids.current");
+    if (Exists(d + "/pids.current")) u.pids = ReadNumber(d + "/pids.current");
   }
   return u;
 }

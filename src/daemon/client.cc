@@ -1,5 +1,7 @@
 #include "daemon/client.h"
 
+#include <thread>
+
 #include "common/io.h"
 
 namespace vmf {
@@ -39,6 +41,29 @@ Result<vmfactory::v1::ConfigResponse> DaemonClient::GetConfig() {
 Status DaemonClient::Quit() {
   vmfactory::v1::Empty req, resp;
   return client_->Call(kFactoryService, "Quit", req, &resp, Deadline(std::chrono::seconds(30)));
+}
+
+Result<vmfactory::v1::StatusResponse> WaitForFullPool(const std::string& socket, int pool,
+                                                      const Deadline& deadline,
+                                                      const std::function<Status()>& still_waiting,
+                                                      bool none_handed_out) {
+  Status last = DeadlineExceeded("the daemon never answered");
+  while (!deadline.expired()) {
+    VMF_RETURN_IF_ERROR(still_waiting());
+    auto c = DaemonClient::Connect(socket);
+    auto s = c.ok() ? (*c)->GetStatus() : Result<vmfactory::v1::StatusResponse>(c.status());
+    if (s.ok()) {
+      if (s->ready_size() == pool && s->booting() == 0 && (!none_handed_out || s->handed_out_size() == 0)) {
+        return s;
+      }
+      last = DeadlineExceeded("pool at " + std::to_string(s->ready_size()) + " of " + std::to_string(pool) +
+                              ", last error: " + s->last_error());
+    } else {
+      last = s.status();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return last;
 }
 
 }  // namespace vmf

@@ -1,6 +1,7 @@
 // DaemonClient: talks to `vmfactory serve` over its unix socket.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,5 +32,15 @@ class DaemonClient {
   explicit DaemonClient(std::unique_ptr<ttrpc::Client> c) : client_(std::move(c)) {}
   std::unique_ptr<ttrpc::Client> client_;
 };
+
+// Asks the daemon at `socket` for its status every 50 ms until its pool holds
+// `pool` ready VMs with none booting (and, with none_handed_out, none handed
+// out), and returns that status. `still_waiting` is asked before each try: a
+// non-OK answer (the daemon exited, the wait was cancelled) ends the wait
+// with it. Past the deadline: the last reason the pool was not full.
+Result<vmfactory::v1::StatusResponse> WaitForFullPool(const std::string& socket, int pool,
+                                                      const Deadline& deadline,
+                                                      const std::function<Status()>& still_waiting,
+                                                      bool none_handed_out = false);
 
 }  // namespace vmf

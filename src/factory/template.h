@@ -23,6 +23,7 @@
 namespace vmf {
 
 // 2: records SHA-256 digests of the RAM and state files.
+// 3: the saved state has a vmgenid device; the files' stamps are recorded.
 inline constexpr int kTemplateFormatVersion = 3;
 
 struct TemplateInfo {

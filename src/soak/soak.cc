@@ -147,24 +147,14 @@ class Soak {
   }
 
   Result<vmfactory::v1::StatusResponse> WaitPoolFull(Duration timeout, bool none_handed_out = false) {
-    Deadline d(timeout);
-    Status last = DeadlineExceeded("the daemon never answered");
-    while (!d.expired() && !cancel_->cancelled()) {
-      if (!daemon_.Running()) return Unavailable("the daemon exited; its log:\n" + DaemonLog());
-      auto s = DaemonStatus();
-      if (s.ok()) {
-        if (s->ready_size() == opts_.pool && s->booting() == 0 &&
-            (!none_handed_out || s->handed_out_size() == 0)) {
-          return s;
-        }
-        last = DeadlineExceeded("pool at " + std::to_string(s->ready_size()) + " of " +
-                                std::to_string(opts_.pool) + ", last error: " + s->last_error());
-      } else {
-        last = s.status();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return last;
+    return WaitForFullPool(
+        socket_, opts_.pool, Deadline(timeout),
+        [&]() -> Status {
+          if (cancel_->cancelled()) return Cancelled("interrupted");
+          if (!daemon_.Running()) return Unavailable("the daemon exited; its log:\n" + DaemonLog());
+          return OkStatus();
+        },
+        none_handed_out);
   }
 
   std::string DaemonLog() { return TailOfFile(work_.path() + "/daemon.log", 2000); }

@@ -117,8 +117,7 @@ Result<std::unique_ptr<VM>> VM::Create(const VMConfig& cfg, StepTimes* times, Ca
   if (config.limits.enabled) {
     auto cg = VmCgroup::Create(vm->id_, vm->LimitsFor(vm->cpus_, vm->memory_mib_));
     if (cg.ok()) {
-      vm->cgroup_ = std::move(*cg);
-      vm->limits_state_ = "applied (" + vm->cgroup_.Describe() + ")";
+      vm->UseCgroup(std::move(*cg));
     } else if (cg.status().code() != Code::kUnavailable || config.limits.required) {
       return cg.status().WithContext("resource limits (limits.required = " +
                                      std::string(config.limits.required ? "true" : "false") + ")");
@@ -188,6 +187,11 @@ Status VM::Confine() {
   c.jail = true;
   log_->info("confined: uid {}", c.uid);
   return OkStatus();
+}
+
+void VM::UseCgroup(VmCgroup cgroup) {
+  cgroup_ = std::move(cgroup);
+  limits_state_ = "applied (" + cgroup_.Describe() + ")";
 }
 
 CgroupLimits VM::LimitsFor(uint32_t cpus, uint32_t memory_mib) const {
@@ -304,10 +308,7 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
   }
   std::unique_ptr<VM> vm(new VM(config, h.id, deps));
   Deadline deadline(std::chrono::seconds(10));
-  if (cgroup.valid()) {
-    vm->cgroup_ = std::move(cgroup);
-    vm->limits_state_ = "applied (" + vm->cgroup_.Describe() + ")";
-  }
+  if (cgroup.valid()) vm->UseCgroup(std::move(cgroup));
   // Adopt first, so that a failure below still stops what we were given.
   vm->dir_ = ScopedDir::Adopt(h.runtime_dir);
   vm->uid_ = std::move(lease);

@@ -144,6 +144,8 @@ class VM {
   // Resolves how the VM's processes run from [security]: as root, a leased
   // uid that owns the VM's dir, and a jail; always the VMM's seccomp.
   Status Confine();
+  // Takes the VM's cgroup (made, or adopted with a handed-over VM).
+  void UseCgroup(VmCgroup cgroup);
   // The cgroup limits of a VM of that size (config_.limits).
   CgroupLimits LimitsFor(uint32_t cpus, uint32_t memory_mib) const;
   // Sets the cgroup's limits for that size (nothing without a cgroup).

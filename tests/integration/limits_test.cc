@@ -123,7 +123,9 @@ TEST(LimitsTest, AQemuOverItsMemoryLimitIsKilledTheCallerIsToldAndANeighbourKeep
 
   EXPECT_EQ(CountProcessesMentioning(TestRuntimeDir()), 0);
   EXPECT_EQ(CountVmDirs(), 0);
-  if (!id.empty()) EXPECT_TRUE(VmCgroup::DirsFor(id).empty());
+  if (!id.empty()) {
+    EXPECT_TRUE(VmCgroup::DirsFor(id).empty());
+  }
   EXPECT_TRUE(VmCgroup::DirsFor(neighbour_id).empty());
   // The killed VM's group is gone too (whatever its id): every group made
   // since is another test's live VM.

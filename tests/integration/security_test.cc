@@ -167,7 +167,9 @@ TEST(SecurityTest, EightClonesAtOnceAreDistinctMachines) {
     std::getline(lines, boot_id);
     std::getline(lines, machine_id);
     std::getline(lines, vmgenid_reseeds);
-    if (vmgenid_reseeds != "no-driver") EXPECT_EQ(vmgenid_reseeds, "1") << "no vmgenid reseed: " << r->out;
+    if (vmgenid_reseeds != "no-driver") {
+      EXPECT_EQ(vmgenid_reseeds, "1") << "no vmgenid reseed: " << r->out;
+    }
     EXPECT_EQ(bytes.size(), 128u) << r->out;
     EXPECT_TRUE(std::regex_match(boot_id, guid)) << r->out;
     EXPECT_EQ(machine_id.size(), 32u) << r->out;
