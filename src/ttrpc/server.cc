@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <memory>
 
 #include "common/io.h"
 #include "ttrpc.pb.h"
@@ -54,6 +56,24 @@ void Server::ServeConnection(UniqueFd conn, Peer peer) {
   FrameDecoder decoder;
   std::vector<DecodeEvent> events;
   uint32_t last_id = 0;
+  // Requests running on their own threads (max_inflight_ > 1): replies are
+  // written whole under write_mu, and the fd stays open until all are done.
+  struct Inflight {
+    std::mutex write_mu, mu;
+    std::condition_variable cv;
+    size_t running = 0;
+    bool broken = false;  // a write failed: the connection is dropped
+  };
+  auto inflight = std::make_shared<Inflight>();
+  auto send = [fd](Inflight& f, const std::string& reply) {
+    std::lock_guard<std::mutex> l(f.write_mu);
+    if (f.broken) return;
+    // A client that stops reading its replies is dropped, not waited for.
+    if (!WriteAll(fd, reply, Deadline(std::chrono::seconds(10))).ok()) {
+      f.broken = true;
+      ::shutdown(fd, SHUT_RDWR);
+    }
+  };
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof(buf));
@@ -62,13 +82,39 @@ void Server::ServeConnection(UniqueFd conn, Peer peer) {
     events.clear();
     decoder.Feed(std::string_view(buf, static_cast<size_t>(n)), &events);
     for (auto& ev : events) {
-      std::string reply = HandleFrame(ev, &last_id, peer);
-      if (reply.empty()) continue;
-      // A client that stops reading its replies is dropped, not waited for.
-      if (!WriteAll(fd, reply, Deadline(std::chrono::seconds(10))).ok()) goto done;
+      const uint32_t id = ev.frame.stream_id;
+      const bool valid = ev.kind != DecodeEvent::kOversized && ev.frame.type == kTypeRequest &&
+                         StreamIdRule(last_id).Allows(id);
+      if (max_inflight_ <= 1 || !valid) {
+        std::string reply = HandleFrame(ev, &last_id, peer);
+        if (!reply.empty()) send(*inflight, reply);
+        continue;
+      }
+      last_id = id;
+      {
+        std::lock_guard<std::mutex> l(inflight->mu);
+        if (inflight->running >= max_inflight_) {
+          send(*inflight, EncodeFrame(id, kTypeResponse, 0,
+                                      ErrorResponse(Code::kResourceExhausted,
+                                                    "too many requests in flight on this connection")));
+          continue;
+        }
+        ++inflight->running;
+      }
+      std::thread([this, inflight, send, id, payload = std::move(ev.frame.payload), peer] {
+        send(*inflight, EncodeFrame(id, kTypeResponse, 0, Dispatch(payload, peer)));
+        std::lock_guard<std::mutex> l(inflight->mu);
+        --inflight->running;
+        inflight->cv.notify_all();
+      }).detach();
     }
+    if (inflight->broken) break;
   }
-done:
+  {
+    std::unique_lock<std::mutex> l(inflight->mu);
+    inflight->cv.wait(l, [&] { return inflight->running == 0; });
+  }
+
   // Off the list before the fd closes (when `conn` goes, after the lock), so
   // that Serve's shutdown never reaches an fd number reused meanwhile.
   std::lock_guard<std::mutex> l(mu_);

@@ -1,8 +1,11 @@
 // ttrpc::Server: a small ttrpc server on a listening unix socket.
 //
-// One thread per connection (bounded), requests on a connection handled in
-// order. Malformed, oversized or unknown requests get an error reply; the
-// server never trusts a client's sizes. Each handler sees the peer's
+// One thread per connection (bounded). By default a connection's requests
+// are handled in order; with max_inflight > 1 each request runs on a thread
+// of its own and replies go out as they are ready, as the Go ttrpc server
+// does (containerd sends a blocking Wait and then, on the same connection,
+// the Start that ends it). Malformed, oversized or unknown requests get an
+// error reply; the server never trusts a client's sizes. Each handler sees the peer's
 // credentials (SO_PEERCRED), which a client cannot forge.
 #pragma once
 
@@ -30,7 +33,10 @@ using Handler = std::function<Result<std::string>(const std::string& payload, co
 
 class Server {
  public:
-  explicit Server(size_t max_connections = 64) : max_connections_(max_connections) {}
+  // max_inflight: requests of one connection handled at once (1: in order);
+  // a request past it is answered RESOURCE_EXHAUSTED.
+  explicit Server(size_t max_connections = 64, size_t max_inflight = 1)
+      : max_connections_(max_connections), max_inflight_(max_inflight) {}
   ~Server();
   // "service" is the fully qualified name, e.g. "vmfactory.v1.Factory".
   void Register(const std::string& service, const std::string& method, Handler handler);
@@ -51,6 +57,7 @@ class Server {
   std::string Dispatch(const std::string& frame_payload, const Peer& peer);
 
   size_t max_connections_;
+  size_t max_inflight_;
   std::map<std::string, Handler> handlers_;  // "service/method"
   std::mutex mu_;
   bool stopping_ = false;
