@@ -253,3 +253,55 @@ std::string FindProgram(const std::string& name) {
 }
 
 }  // namespace vmf
+
+namespace vmf {
+
+Result<std::string> RunProgram(const std::vector<std::string>& argv, const Deadline& deadline,
+                               size_t max_output) {
+  if (argv.empty()) return InvalidArgument("RunProgram: empty argv");
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
+  UniqueFd out_r(out[0]), out_w(out[1]);
+  if (::pipe2(err, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
+  UniqueFd err_r(err[0]), err_w(err[1]);
+  SpawnOptions so;
+  so.stdout_fd = out_w.get();
+  so.stderr_fd = err_w.get();
+  VMF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, so));
+  out_w.reset();
+  err_w.reset();
+  std::string got[2];
+  int fds[2] = {out_r.get(), err_r.get()};
+  bool open[2] = {true, true};
+  while ((open[0] || open[1]) && !deadline.expired()) {
+    pollfd p[2] = {{open[0] ? fds[0] : -1, POLLIN, 0}, {open[1] ? fds[1] : -1, POLLIN, 0}};
+    int r = ::poll(p, 2, 100);
+    if (r < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (!open[i] || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[16384];
+      ssize_t n = ::read(fds[i], buf, sizeof(buf));
+      if (n <= 0) {
+        open[i] = n < 0 && errno == EINTR;
+        continue;
+      }
+      if (got[i].size() < max_output)
+        got[i].append(buf, std::min(static_cast<size_t>(n), max_output - got[i].size()));
+    }
+  }
+  const std::string name = argv[0].substr(argv[0].rfind('/') + 1);
+  auto status = child.Wait(deadline);
+  if (!status.ok()) {
+    child.Stop(std::chrono::milliseconds(200));
+    return DeadlineExceeded(name + " did not finish in time");
+  }
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    std::string msg = got[1].empty() ? got[0] : got[1];
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    if (msg.size() > 512) msg = "..." + msg.substr(msg.size() - 512);
+    return Internal(name + " failed (" + DescribeWaitStatus(*status) + ")" + (msg.empty() ? "" : ": " + msg));
+  }
+  return got[0];
+}
+
+}  // namespace vmf

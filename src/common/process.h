@@ -86,6 +86,12 @@ bool ProcessAlive(pid_t pid);
 // it is); empty if not found or not executable.
 std::string FindProgram(const std::string& name);
 
+// Runs argv to completion (no shell) and returns its stdout (at most
+// max_output bytes kept). A non-zero exit is an error that names the program
+// and carries the tail of what it said on stderr; at the deadline the
+// program is killed.
+Result<std::string> RunProgram(const std::vector<std::string>& argv, const Deadline& deadline,
+                               size_t max_output = 1 << 20);
 // Human-readable form of a wait status: "exit code 3", "killed by signal 9".
 std::string DescribeWaitStatus(int status);
 

@@ -347,6 +347,10 @@ class Loader {
                    if (auto v = Int(n, key, 0, kMaxMemorySlots))
                      h.qemu.memory_slots = static_cast<uint32_t>(*v);
                  }},
+                {"disk_slots",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 0, 32)) h.qemu.disk_slots = static_cast<uint32_t>(*v);
+                 }},
                 {"default_maxmemory",
                  [&](const toml::node& n, const std::string& key) {
                    if (auto v = Int(n, key, kMinMemoryMib, kMaxMemoryMib)) {

@@ -10,6 +10,7 @@
 //   default_maxvcpus = 4                   # default_vcpus..240
 //   default_memory = 256                   # MiB, 64..1048576
 //   memory_slots = 4                       # 0..256
+//   disk_slots = 6                         # 0..32, disks hot-added (q35 only)
 //   default_maxmemory = 2048               # MiB, default_memory..1048576
 //   accel = "auto"                         # auto | kvm | tcg
 //

@@ -44,6 +44,7 @@ json HypervisorToJson(const HypervisorConfig& h) {
               {"max_vcpus", h.max_vcpus},
               {"memory_mib", h.memory_mib},
               {"memory_slots", h.qemu.memory_slots},
+              {"disk_slots", h.qemu.disk_slots},
               {"max_memory_mib", h.max_memory_mib}};
 }
 
@@ -58,6 +59,7 @@ Status HypervisorFromJson(const json& j, const std::string& file, HypervisorConf
     h->max_vcpus = j.at("max_vcpus").get<uint32_t>();
     h->memory_mib = j.at("memory_mib").get<uint32_t>();
     h->qemu.memory_slots = j.at("memory_slots").get<uint32_t>();
+    h->qemu.disk_slots = j.at("disk_slots").get<uint32_t>();
     h->max_memory_mib = j.at("max_memory_mib").get<uint32_t>();
   } catch (const json::exception& e) {
     return DataLoss(file + ": bad hypervisor section: " + e.what());

@@ -24,7 +24,8 @@ namespace vmf {
 
 // 2: records SHA-256 digests of the RAM and state files.
 // 3: the saved state has a vmgenid device; the files' stamps are recorded.
-inline constexpr int kTemplateFormatVersion = 3;
+// 4: PCIe root ports for hot-added disks (hypervisor.qemu.disk_slots).
+inline constexpr int kTemplateFormatVersion = 4;
 
 struct TemplateInfo {
   std::string root;             // the template root

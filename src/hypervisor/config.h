@@ -27,6 +27,10 @@ struct QemuOptions {
   std::string machine = "q35";
   Accel accel = Accel::kAuto;
   uint32_t memory_slots = 4;  // DIMM slots for memory hotplug
+  // PCIe root ports for disks added while the VM runs (a container's rootfs):
+  // on q35 a device can only be hot-added into a port that the VM, and so
+  // the template, was started with.
+  uint32_t disk_slots = 6;
   // Appended to the command line as they are (the bench's raw-QEMU
   // baselines: a -drive for a snapshot disk, -loadvm); not in config.toml.
   std::vector<std::string> extra_args;

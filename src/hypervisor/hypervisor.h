@@ -47,6 +47,12 @@ class Hypervisor {
   virtual void Stop() = 0;
   virtual Status AddCPUs(uint32_t count) = 0;
   virtual Status AddMemory(uint32_t mib) = 0;
+  // Hot-adds the image file at path as a virtio disk whose serial (what the
+  // guest sees in /sys/block/*/serial) is `serial`, into a free disk slot;
+  // RESOURCE_EXHAUSTED when none is left. RemoveDisk unplugs it and waits
+  // (bounded) until the VM process has let go of the file.
+  virtual Status AddDisk(const std::string& serial, const std::string& path, bool read_only) = 0;
+  virtual Status RemoveDisk(const std::string& serial) = 0;
   // The VM generation id the guest is shown (a GUID, fresh for every VM
   // process: a clone's differs from its template's and its siblings').
   virtual Result<std::string> GenerationId() = 0;

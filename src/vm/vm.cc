@@ -439,6 +439,22 @@ uint32_t HotplugMemorySize(uint32_t mib, uint64_t block_bytes) {
   return static_cast<uint32_t>(std::min<uint64_t>(size, UINT32_MAX));
 }
 
+Status VM::AddDisk(const std::string& serial, const std::string& path, bool read_only) {
+  if (!hypervisor_) return FailedPrecondition("VM " + id_ + " is stopped");
+  Status st = hypervisor_->AddDisk(serial, path, read_only);
+  if (!st.ok()) return WithCauses(st);
+  log_->info("added disk {} ({}{})", serial, path, read_only ? ", read-only" : "");
+  return OkStatus();
+}
+
+Status VM::RemoveDisk(const std::string& serial) {
+  if (!hypervisor_) return OkStatus();  // gone with its VM process
+  Status st = hypervisor_->RemoveDisk(serial);
+  if (!st.ok()) return WithCauses(st);
+  log_->info("removed disk {}", serial);
+  return OkStatus();
+}
+
 Status VM::AddMemory(uint32_t mib) {
   if (mib == 0) return OkStatus();
   uint64_t block_bytes = 0;

@@ -105,6 +105,14 @@ class VM {
   void Disconnect();
   Status AddCPUs(uint32_t count);
   Status AddMemory(uint32_t mib);
+  // Hot-adds an image file as a disk the guest finds by its serial
+  // (/sys/block/*/serial), and unplugs it (Hypervisor::AddDisk). The file
+  // must be readable (and writable unless read_only) by the VM process:
+  // disk_owner() is who it runs as.
+  Status AddDisk(const std::string& serial, const std::string& path, bool read_only);
+  Status RemoveDisk(const std::string& serial);
+  // The uid and gid the VM process runs as (0 when not confined to one).
+  uid_t disk_owner() const { return uid_.uid(); }
   // Hot-adds vCPUs and memory up to the size asked (nothing if the VM is
   // already that big) and onlines them; true if anything was added.
   Result<bool> GrowTo(uint32_t cpus, uint32_t memory_mib);

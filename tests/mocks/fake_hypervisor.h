@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -66,6 +67,16 @@ class FakeHypervisor : public Hypervisor {
   void Stop() override { process_.Stop(std::chrono::milliseconds(200)); }
   Status AddCPUs(uint32_t count) override;
   Status AddMemory(uint32_t mib) override;
+  Status AddDisk(const std::string& serial, const std::string& path, bool) override {
+    VMF_RETURN_IF_ERROR(Check("add disk"));
+    if (!disks_.emplace(serial, path).second) return AlreadyExists("disk " + serial);
+    return OkStatus();
+  }
+  Status RemoveDisk(const std::string& serial) override {
+    VMF_RETURN_IF_ERROR(Check("remove disk"));
+    return disks_.erase(serial) ? OkStatus() : NotFound("disk " + serial);
+  }
+  const std::map<std::string, std::string>& disks() const { return disks_; }
   pid_t pid() const override { return process_.pid(); }
   bool Running() override { return process_.Running(); }
   GuestEndpoints endpoints() const override { return {dir_ + "/agent.sock", ""}; }
@@ -84,6 +95,7 @@ class FakeHypervisor : public Hypervisor {
   FakeBackend* backend_;
   HypervisorConfig config_;
   std::string dir_;
+  std::map<std::string, std::string> disks_;  // serial -> image path
   ChildProcess process_;
   bool paused_ = false;
   uint32_t cpus_plugged_ = 0;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -20,6 +21,14 @@
 
 namespace vmf {
 namespace {
+
+// The id of the PCIe root port that disk slot n plugs into.
+std::string DiskPort(int n) { return "vmf-rp" + std::to_string(n); }
+
+// Disks are hot-added into PCIe root ports, which only q35 has.
+uint32_t DiskSlots(const HypervisorConfig& c) {
+  return c.qemu.machine.rfind("q35", 0) == 0 ? c.qemu.disk_slots : 0;
+}
 
 using nlohmann::json;
 
@@ -160,6 +169,81 @@ class QemuHypervisor : public Hypervisor {
     return WaitGuestAccepted(dimm, Deadline(std::chrono::seconds(20)));
   }
 
+  Status AddDisk(const std::string& serial, const std::string& path, bool read_only) override {
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    if (disks_.count(serial)) return AlreadyExists("a disk with serial " + serial + " is attached");
+    if (DiskSlots(config_) == 0) {
+      return FailedPrecondition(
+          "disks are hot-added into PCIe root ports: they need machine type q35 and "
+          "hypervisor.qemu.disk_slots > 0");
+    }
+    int slot = -1;
+    for (uint32_t i = 0; i < DiskSlots(config_); ++i) {
+      bool used = false;
+      for (const auto& [s, taken] : disks_) used = used || taken == static_cast<int>(i);
+      if (!used) {
+        slot = static_cast<int>(i);
+        break;
+      }
+    }
+    if (slot < 0) {
+      return ResourceExhausted("no free disk slot: all " + std::to_string(config_.qemu.disk_slots) +
+                               " (hypervisor.qemu.disk_slots) are in use");
+    }
+    const std::string node = "vmf-disk-" + serial;
+    VMF_RETURN_IF_ERROR(
+        qmp_->Execute("blockdev-add",
+                      json{{"node-name", node},
+                           {"driver", "raw"},
+                           {"read-only", read_only},
+                           {"file", {{"driver", "file"}, {"filename", path}, {"read-only", read_only}}}})
+            .status()
+            .WithContext("cannot open disk image " + path));
+    Status st = qmp_->Execute("device_add", json{{"driver", "virtio-blk-pci"},
+                                                 {"id", node},
+                                                 {"drive", node},
+                                                 {"serial", serial},
+                                                 {"bus", DiskPort(slot)}})
+                    .status();
+    if (!st.ok()) {
+      (void)qmp_->Execute("blockdev-del", json{{"node-name", node}});
+      return st.WithContext("cannot add disk " + serial);
+    }
+    disks_[serial] = slot;
+    return OkStatus();
+  }
+
+  Status RemoveDisk(const std::string& serial) override {
+    auto it = disks_.find(serial);
+    if (it == disks_.end()) return NotFound("no disk with serial " + serial);
+    VMF_RETURN_IF_ERROR(EnsureQmp());
+    const std::string node = "vmf-disk-" + serial;
+    Status st = qmp_->Execute("device_del", json{{"id", node}}).status();
+    // The guest acknowledges the unplug (PCIe attention); until then the
+    // device and its node stay. Bounded: a guest that never answers keeps
+    // the slot, not us.
+    Deadline deadline(std::chrono::seconds(10));
+    while (st.ok() && !deadline.expired()) {
+      auto r = qmp_->Execute("qom-list", json{{"path", "/machine/peripheral"}});
+      if (!r.ok()) break;
+      bool present = false;
+      for (const auto& p : *r)
+        if (p.is_object() && p.value("name", "") == node) present = true;
+      if (!present) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    // The node is released a moment after the device is gone.
+    Status del;
+    do {
+      del = qmp_->Execute("blockdev-del", json{{"node-name", node}}).status();
+      if (del.ok() || del.message().find("in use") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } while (!deadline.expired());
+    if (del.ok()) disks_.erase(it);
+    VMF_RETURN_IF_ERROR(st.WithContext("cannot remove disk " + serial));
+    return del.WithContext("cannot release disk " + serial);
+  }
+
   pid_t Release() override {
     qmp_.reset();
     return process_.Release();
@@ -289,6 +373,7 @@ class QemuHypervisor : public Hypervisor {
   std::unique_ptr<qmp::QmpClient> qmp_;
   int cpu_seq_ = 0;
   int dimm_seq_ = 0;
+  std::map<std::string, int> disks_;  // serial -> disk slot
 };
 
 std::string MiB(uint32_t m) { return std::to_string(m) + "M"; }
@@ -307,6 +392,8 @@ class Backend : public HypervisorBackend {
                              "' is not supported (q35 or pc)");
     }
     if (h.qemu.memory_slots > 256) return InvalidArgument("hypervisor.qemu.memory_slots: at most 256");
+    if (h.qemu.disk_slots > 32) return InvalidArgument("hypervisor.qemu.disk_slots: at most 32");
+
     if (h.qemu.accel == Accel::kKvm && !KvmUsable()) {
       return FailedPrecondition("hypervisor.qemu.accel: kvm requested but /dev/kvm is not usable here");
     }
@@ -425,6 +512,11 @@ std::vector<std::string> QemuArgv(const std::string& id, const HypervisorConfig&
       "-mon",
       "chardev=vmf-qmp,mode=control",
   };
+  for (uint32_t i = 0; i < DiskSlots(c); ++i) {
+    argv.emplace_back("-device");
+    argv.emplace_back("pcie-root-port,id=" + DiskPort(static_cast<int>(i)) +
+                      ",bus=pcie.0,chassis=" + std::to_string(i + 1));
+  }
   if (c.confinement.sandbox) {
     // QEMU's own seccomp filter: no obsolete calls, no setuid, no fork or
     // exec (migration goes through fds we hand it), no scheduler or
