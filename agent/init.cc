@@ -74,6 +74,9 @@ void MountFilesystems() {
   MountOne("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   MountOne("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   MountOne("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+  // The containers' cgroups (container_cgroup.h); the controllers are
+  // enabled when the first container is made, not at every boot.
+  MountOne("cgroup2", "/sys/fs/cgroup", "cgroup2", kSafe, nullptr);
 }
 
 void EnsureStdFds() {

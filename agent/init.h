@@ -21,7 +21,8 @@ namespace vmf::agent {
 inline constexpr char kDefaultPortName[] = "agent.0";
 inline constexpr char kModulesList[] = "/etc/vmfactory/modules";
 
-// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /tmp and /run.
+// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /tmp, /run and
+// cgroup2 on /sys/fs/cgroup.
 // Failures are logged; an already mounted target is fine.
 void MountFilesystems();
 

@@ -1,7 +1,9 @@
 #include "process_table.h"
 
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,6 +58,8 @@ void ProcessTable::Add(const std::string& cid, const std::string& eid, Spawned p
   p->stdin_fd = std::move(process.in);
   p->out.fd = std::move(process.out);
   p->err.fd = std::move(process.err);
+  p->err.eof = !p->err.fd;  // a terminal has no stderr: EOF at once
+  p->tty = std::move(process.tty);
   procs_.emplace(Key(cid, eid), std::move(p));
   poll_refs_.clear();  // procs_ changed: a stale AddPollFds range is ignored
 }
@@ -137,6 +141,85 @@ Status ProcessTable::CloseStdin(const std::string& cid, const std::string& eid) 
   return OkStatus();
 }
 
+Status ProcessTable::ResizeTerminal(const std::string& cid, const std::string& eid, uint32_t rows,
+                                    uint32_t cols) {
+  Proc* p = Find(cid, eid);
+  if (p == nullptr) return UnknownProcess(cid, eid);
+  if (!p->tty) return FailedPrecondition("process " + cid + "/" + eid + " has no terminal");
+  if (rows > 0xffff || cols > 0xffff) return InvalidArgument("window size out of range");
+  struct winsize ws;
+  std::memset(&ws, 0, sizeof(ws));
+  ws.ws_row = static_cast<unsigned short>(rows);
+  ws.ws_col = static_cast<unsigned short>(cols);
+  if (::ioctl(p->tty.get(), TIOCSWINSZ, &ws) != 0) return ErrnoStatus(errno, "TIOCSWINSZ");
+  return OkStatus();
+}
+
+bool ProcessTable::Running(const std::string& cid, const std::string& eid) const {
+  auto it = procs_.find(Key(cid, eid));
+  return it != procs_.end() && !it->second->exited;
+}
+
+size_t ProcessTable::SignalContainer(const std::string& cid, int signal) {
+  size_t n = 0;
+  for (auto& [key, p] : procs_) {
+    if (key.first != cid || p->exited) continue;
+    if (::kill(-p->pid, signal) != 0) ::kill(p->pid, signal);
+    ++n;
+  }
+  return n;
+}
+
+Status ProcessTable::RemoveContainer(const std::string& cid, std::chrono::milliseconds timeout) {
+  std::vector<Proc*> mine;
+  for (auto& [key, p] : procs_) {
+    if (key.first != cid) continue;
+    mine.push_back(p.get());
+    if (p->exited) continue;
+    ::kill(-p->pid, SIGKILL);
+    ::kill(p->pid, SIGKILL);
+  }
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    bool all = true;
+    for (Proc* p : mine) {
+      if (p->exited) continue;
+      int st = 0;
+      pid_t r = ::waitpid(p->pid, &st, WNOHANG);
+      if (r == p->pid || (r < 0 && errno == ECHILD)) {
+        OnExit(p, r == p->pid ? st : (128 + SIGKILL) << 8);
+      } else {
+        all = false;
+      }
+    }
+    if (all) break;
+    if (Clock::now() >= deadline) {
+      size_t left = 0;
+      for (Proc* p : mine) left += p->exited ? 0 : 1;
+      return DeadlineExceeded(std::to_string(left) + " process(es) of container " + cid +
+                              " did not die within " + std::to_string(timeout.count()) + " ms");
+    }
+    ::usleep(2000);
+  }
+  for (Proc* p : mine) {
+    for (OutStream* s : {&p->out, &p->err}) {
+      FillOutput(s);
+      ServeReaders(s);
+      for (auto& [id, len] : s->waiters) answers_.read(id, std::string());  // the rest: EOF
+      s->waiters.clear();
+    }
+  }
+  for (auto it = procs_.begin(); it != procs_.end();) {
+    if (it->first.first == cid) {
+      it = procs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  poll_refs_.clear();
+  return OkStatus();
+}
+
 void ProcessTable::DropDeferred() {
   for (auto& [key, p] : procs_) {
     p->out.waiters.clear();
@@ -179,7 +262,7 @@ void ProcessTable::FillOutput(OutStream* s) {
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
-    if (n < 0) Log("reading a process pipe: %s", std::strerror(errno));
+    if (n < 0 && errno != EIO) Log("reading a process pipe: %s", std::strerror(errno));  // EIO: a pty's end
     s->eof = true;
     s->fd.reset();
   }

@@ -79,6 +79,7 @@ class ProcessTable {
   // RESOURCE_EXHAUSTED if the table holds max_processes processes.
   Status CheckRoom() const;
   // Takes over a started process. Precondition: CheckNew and CheckRoom are OK.
+  // Without an err fd (a terminal) its stderr is at EOF from the start.
   void Add(const std::string& cid, const std::string& eid, Spawned process);
 
   // Queues a read of at most len bytes (0: max_output_buffer) of a stream;
@@ -94,6 +95,21 @@ class ProcessTable {
   Result<size_t> WriteStdin(const std::string& cid, const std::string& eid, std::string_view data);
   // Closes stdin once the pending bytes are written.
   Status CloseStdin(const std::string& cid, const std::string& eid);
+  // Sets the window size of a process's terminal (FAILED_PRECONDITION
+  // without one).
+  Status ResizeTerminal(const std::string& cid, const std::string& eid, uint32_t rows, uint32_t cols);
+
+  // Whether (cid, eid) is a process that has not exited (not reaped yet: its
+  // pid is still its own).
+  bool Running(const std::string& cid, const std::string& eid) const;
+  // Signals every process of container cid that has not exited (each one's
+  // group); how many were signalled.
+  size_t SignalContainer(const std::string& cid, int signal);
+  // Kills (SIGKILL, each one's group) every process of container cid, reaps
+  // them (waiting up to timeout), answers their waiters (waits with the
+  // status, reads with what was left, then EOF) and forgets them.
+  // DEADLINE_EXCEEDED if some did not die in time (those are kept).
+  Status RemoveContainer(const std::string& cid, std::chrono::milliseconds timeout);
 
   // Forgets every queued read and wait (they are never answered).
   void DropDeferred();
@@ -126,6 +142,7 @@ class ProcessTable {
     bool stdin_close_requested = false;
     bool stdin_broken = false;
     OutStream out, err;
+    UniqueFd tty;  // the pty master, with a terminal
     bool exited = false;
     int exit_status = 0;
     Clock::time_point exit_time;

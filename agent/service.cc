@@ -1,7 +1,9 @@
 #include "service.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "agent.pb.h"
@@ -29,6 +31,21 @@ GuestOps::Options GuestOptions(const AgentService::Options& o) {
   return g;
 }
 
+Containers::Options ContainerOptions(const AgentService::Options& o) {
+  Containers::Options c;
+  c.max_containers = o.max_containers;
+  c.storage.sysfs_root = o.sysfs_root;
+  c.storage.dev_root = o.dev_root;
+  c.storage.wait = o.storage_wait;
+  c.cgroup.root = o.cgroup_root;
+  c.cgroup.parent = o.cgroup_parent;
+  return c;
+}
+
+// How long RemoveContainer waits for the killed processes (timeout 0: this).
+constexpr std::chrono::seconds kDefaultRemoveTimeout{10};
+constexpr std::chrono::seconds kMaxRemoveTimeout{60};
+
 }  // namespace
 
 // ---------------------------------------------------------------- plumbing
@@ -39,6 +56,7 @@ AgentService::AgentService(ReplyFn reply, Options options)
     : reply_(std::move(reply)),
       opt_(std::move(options)),
       guest_(GuestOptions(opt_)),
+      containers_(ContainerOptions(opt_)),
       procs_(TableAnswers(), opt_) {}
 
 ProcessTable::Answers AgentService::TableAnswers() {
@@ -107,6 +125,14 @@ void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
     if (m == "GetGuestDetails") return DoGuestDetails(id, payload);
     if (m == "SetGuestDateTime") return DoSetTime(id, payload);
     if (m == "CreateSandbox") return DoCreateSandbox(id, payload);
+    if (m == "CreateContainer") return DoCreateContainer(id, payload);
+    if (m == "StartContainer") return DoStartContainer(id, payload);
+    if (m == "RemoveContainer") return DoRemoveContainer(id, payload);
+    if (m == "TtyWinResize") return DoTtyWinResize(id, payload);
+    if (m == "PauseContainer") return DoFreeze(id, payload, true);
+    if (m == "ResumeContainer") return DoFreeze(id, payload, false);
+    if (m == "UpdateContainer") return DoUpdateContainer(id, payload);
+    if (m == "StatsContainer") return DoStatsContainer(id, payload);
     if (m == "DestroySandbox") {
       grpc::DestroySandboxRequest r;
       if (!Parse(id, payload, &r)) return;
@@ -135,15 +161,29 @@ void AgentService::CollectGarbage() { procs_.CollectGarbage(); }
 void AgentService::DoExec(uint32_t id, const std::string& payload) {
   grpc::ExecProcessRequest req;
   if (!Parse(id, payload, &req)) return;
+  // A container's id: the process runs in it. Any other: in the VM.
+  Container* c = req.container_id().empty() ? nullptr : containers_.Find(req.container_id());
   // The checks keep this order: it decides which error a bad request gets.
   Status st = procs_.CheckNew(req.container_id(), req.exec_id());
   if (!st.ok()) return ReplyError(id, st);
   if (req.process().args_size() == 0) return ReplyError(id, InvalidArgument("empty Args"));
-  if (req.process().terminal()) return ReplyError(id, InvalidArgument("terminal not supported"));
+  if (c != nullptr) {
+    st = ValidateContainerId("exec id", req.exec_id());
+    if (!st.ok()) return ReplyError(id, st);
+  }
   st = procs_.CheckRoom();
   if (!st.ok()) return ReplyError(id, st);
   if (!opt_.allow_exec) return ReplyError(id, Status(Code::kPermissionDenied, "ExecProcess is disabled"));
-  Result<Spawned> s = Spawn(req.process());
+  SpawnOptions so;
+  ContainerJoin join;
+  if (c != nullptr) {
+    Result<Container*> running = RunningContainer(req.container_id());
+    if (!running.ok()) return ReplyError(id, running.status());
+    join.init_pid = c->init_pid;
+    so.join = &join;
+    if (c->cgroup.valid()) so.before_start = [c](pid_t pid) { return c->cgroup.AddProcess(pid); };
+  }
+  Result<Spawned> s = Spawn(req.process(), so);
   if (!s.ok()) return ReplyError(id, s.status());
   procs_.Add(req.container_id(), req.exec_id(), std::move(*s));
   ReplyOk(id, grpc::Empty().SerializeAsString());
@@ -159,6 +199,16 @@ void AgentService::DoWait(uint32_t id, const std::string& payload) {
 void AgentService::DoSignal(uint32_t id, const std::string& payload) {
   grpc::SignalProcessRequest req;
   if (!Parse(id, payload, &req)) return;
+  if (req.exec_id().empty() && !req.container_id().empty()) {
+    if (Container* c = containers_.Find(req.container_id())) {
+      // The whole container: every process of it (its init's SIGKILL alone
+      // ends the PID namespace, and with it every process inside).
+      if (req.signal() >= static_cast<uint32_t>(NSIG))
+        return ReplyError(id, InvalidArgument("bad signal " + std::to_string(req.signal())));
+      procs_.SignalContainer(c->id, static_cast<int>(req.signal()));
+      return ReplyOk(id, grpc::Empty().SerializeAsString());
+    }
+  }
   Status st = procs_.Signal(req.container_id(), req.exec_id(), req.signal());
   if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
@@ -237,6 +287,126 @@ void AgentService::DoCreateSandbox(uint32_t id, const std::string& payload) {
   Status st = guest_.SetHostname(req.hostname());
   if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+// ---------------------------------------------------------------- containers
+
+Result<Container*> AgentService::RunningContainer(const std::string& cid) {
+  Container* c = containers_.Find(cid);
+  if (c == nullptr) return NotFound("no container " + cid);
+  if (c->state != Container::State::kRunning)
+    return FailedPrecondition("container " + cid + " is not started");
+  if (!procs_.Running(c->id, c->exec_id)) return FailedPrecondition("container " + cid + " has stopped");
+  return c;
+}
+
+void AgentService::DoCreateContainer(uint32_t id, const std::string& payload) {
+  grpc::CreateContainerRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Status st = containers_.Check(req);
+  if (st.ok()) st = procs_.CheckNew(req.container_id(), req.exec_id());
+  if (!st.ok()) return ReplyError(id, st);
+  if (!opt_.allow_exec || !opt_.allow_system_changes)
+    return ReplyError(id, Status(Code::kPermissionDenied, "CreateContainer is disabled"));
+  st = containers_.Create(req);
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+void AgentService::DoStartContainer(uint32_t id, const std::string& payload) {
+  grpc::StartContainerRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Container* c = containers_.Find(req.container_id());
+  if (c == nullptr) return ReplyError(id, NotFound("no container " + req.container_id()));
+  if (c->state != Container::State::kCreated)
+    return ReplyError(id, FailedPrecondition("container " + c->id + " was started already"));
+  Status st = procs_.CheckNew(c->id, c->exec_id);
+  if (st.ok()) st = procs_.CheckRoom();
+  if (!st.ok()) return ReplyError(id, st);
+  SpawnOptions so;
+  so.init = &c->init;
+  if (c->cgroup.valid()) so.before_start = [c](pid_t pid) { return c->cgroup.AddProcess(pid); };
+  // The reply waits for the exec (or its failure), as ExecProcess does.
+  Result<Spawned> s = Spawn(c->spec.process(), so);
+  if (!s.ok()) return ReplyError(id, s.status().WithContext("container " + c->id));
+  c->init_pid = s->pid;
+  c->state = Container::State::kRunning;
+  procs_.Add(c->id, c->exec_id, std::move(*s));
+  ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+void AgentService::DoRemoveContainer(uint32_t id, const std::string& payload) {
+  grpc::RemoveContainerRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Container* c = containers_.Find(req.container_id());
+  if (c == nullptr) return ReplyError(id, NotFound("no container " + req.container_id()));
+  std::chrono::milliseconds timeout = kDefaultRemoveTimeout;
+  if (req.timeout() != 0)
+    timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(req.timeout()), kMaxRemoveTimeout);
+  procs_.SignalContainer(c->id, SIGKILL);
+  // Frozen processes die only once thawed.
+  if (c->cgroup.valid()) (void)c->cgroup.Freeze(false);
+  Status st = procs_.RemoveContainer(c->id, timeout);
+  if (!st.ok()) return ReplyError(id, st);
+  st = containers_.Remove(c->id);
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+void AgentService::DoTtyWinResize(uint32_t id, const std::string& payload) {
+  grpc::TtyWinResizeRequest req;
+  if (!Parse(id, payload, &req)) return;
+  std::string eid = req.exec_id();
+  if (eid.empty()) {
+    if (Container* c = containers_.Find(req.container_id())) eid = c->exec_id;  // the init's
+  }
+  Status st = procs_.ResizeTerminal(req.container_id(), eid, req.row(), req.column());
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+void AgentService::DoFreeze(uint32_t id, const std::string& payload, bool frozen) {
+  std::string cid;
+  if (frozen) {
+    grpc::PauseContainerRequest req;
+    if (!Parse(id, payload, &req)) return;
+    cid = req.container_id();
+  } else {
+    grpc::ResumeContainerRequest req;
+    if (!Parse(id, payload, &req)) return;
+    cid = req.container_id();
+  }
+  Container* c = containers_.Find(cid);
+  if (c == nullptr) return ReplyError(id, NotFound("no container " + cid));
+  if (!c->cgroup.valid())
+    return ReplyError(id, Unavailable("container " + cid + " has no cgroup (no freezer)"));
+  Status st = c->cgroup.Freeze(frozen);
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+void AgentService::DoUpdateContainer(uint32_t id, const std::string& payload) {
+  grpc::UpdateContainerRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Container* c = containers_.Find(req.container_id());
+  if (c == nullptr) return ReplyError(id, NotFound("no container " + req.container_id()));
+  if (!c->cgroup.valid())
+    return ReplyError(id, Unavailable("container " + c->id + " has no cgroup: its limits cannot be changed"));
+  Status st = c->cgroup.Apply(req.resources());
+  if (!st.ok()) return ReplyError(id, st);
+  ReplyOk(id, grpc::Empty().SerializeAsString());
+}
+
+void AgentService::DoStatsContainer(uint32_t id, const std::string& payload) {
+  grpc::StatsContainerRequest req;
+  if (!Parse(id, payload, &req)) return;
+  Container* c = containers_.Find(req.container_id());
+  if (c == nullptr) return ReplyError(id, NotFound("no container " + req.container_id()));
+  Result<grpc::CgroupStats> stats = c->cgroup.Stats();
+  if (!stats.ok()) return ReplyError(id, stats.status().WithContext("container " + c->id));
+  grpc::StatsContainerResponse resp;
+  *resp.mutable_cgroup_stats() = std::move(*stats);
+  ReplyOk(id, resp.SerializeAsString());
 }
 
 }  // namespace vmf::agent

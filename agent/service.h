@@ -8,10 +8,23 @@
 //
 // This class is the dispatcher: it parses each request, checks it, calls the
 // part that does the job and turns the result into the reply. The jobs live
-// in spawn.h (fork/exec of one process), process_table.h (the processes it
-// starts: pipes, buffers, waiters, exits) and guest_ops.h (CPU/memory
-// onlining, RNG, clock, hostname, sysfs). An unparsable payload is answered
-// INVALID_ARGUMENT, an unknown service or method UNIMPLEMENTED.
+// in spawn.h (fork/exec of one process, in a container or not),
+// process_table.h (the processes it starts: pipes, buffers, waiters, exits),
+// container.h (OCI containers: spec, storages, cgroup, state) and
+// guest_ops.h (CPU/memory onlining, RNG, clock, hostname, sysfs). An
+// unparsable payload is answered INVALID_ARGUMENT, an unknown service or
+// method UNIMPLEMENTED.
+//
+// Containers (the Kata agent's calls): CreateContainer records a container
+// (storages mounted, cgroup made; nothing runs yet), StartContainer starts its
+// init as the process (container id, exec id of the create), so the stdio,
+// wait and signal calls work on it as on any process. ExecProcess with the id
+// of a started container runs the process inside it (any other container id:
+// in the VM, as before). SignalProcess with an empty exec id signals every
+// process of the container. RemoveContainer kills and reaps what is left,
+// unmounts the storages and forgets the container. TtyWinResize resizes the
+// terminal of a process started with Process.Terminal. Pause/Resume, Update
+// and StatsContainer work on the container's cgroup (UNAVAILABLE without one).
 //
 // The service owns the processes it starts (pipes, buffers, pid). All buffers
 // are bounded: 1 MiB per output stream per process (the pipe is no longer
@@ -33,6 +46,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "container.h"
 #include "guest_ops.h"
 #include "process_table.h"
 #include "ttrpc.pb.h"
@@ -57,8 +71,19 @@ class AgentService {
     // refuse it (PERMISSION_DENIED) instead of starting a process, and makes
     // SetGuestDateTime and CreateSandbox check their request and answer OK
     // without setting the clock or the hostname.
+    // CreateContainer, too, needs both: with either false it checks its
+    // request and then refuses it (PERMISSION_DENIED) without mounting.
     bool allow_exec = true;
     bool allow_system_changes = true;
+    // Containers (container.h): how many at most; where block storages are
+    // looked up (<sysfs_root>/block) and their nodes made, and for how long
+    // one is waited for; the cgroup root ("" = no cgroups) and the name of
+    // the group under the agent's own that holds the containers' groups.
+    size_t max_containers = 64;
+    std::string dev_root = "/dev";
+    std::chrono::milliseconds storage_wait{10000};
+    std::string cgroup_root = "/sys/fs/cgroup";
+    std::string cgroup_parent = "vmfactory";
   };
 
   explicit AgentService(ReplyFn reply);
@@ -86,6 +111,7 @@ class AgentService {
   void CollectGarbage();
 
   size_t process_count() const { return procs_.size(); }
+  size_t container_count() const { return containers_.size(); }
   size_t deferred_count() const;
 
  private:
@@ -105,12 +131,22 @@ class AgentService {
   void DoGuestDetails(uint32_t id, const std::string& payload);
   void DoSetTime(uint32_t id, const std::string& payload);
   void DoCreateSandbox(uint32_t id, const std::string& payload);
+  void DoCreateContainer(uint32_t id, const std::string& payload);
+  void DoStartContainer(uint32_t id, const std::string& payload);
+  void DoRemoveContainer(uint32_t id, const std::string& payload);
+  void DoTtyWinResize(uint32_t id, const std::string& payload);
+  void DoFreeze(uint32_t id, const std::string& payload, bool frozen);
+  void DoUpdateContainer(uint32_t id, const std::string& payload);
+  void DoStatsContainer(uint32_t id, const std::string& payload);
+  // The container id names a started container whose init still runs.
+  Result<Container*> RunningContainer(const std::string& cid);
   // How the process table's read and wait answers become replies.
   ProcessTable::Answers TableAnswers();
 
   ReplyFn reply_;
   Options opt_;
   GuestOps guest_;
+  Containers containers_;  // destroyed after procs_: the processes go first
   ProcessTable procs_;
 };
 

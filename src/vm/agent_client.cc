@@ -51,6 +51,7 @@ Result<std::string> AgentClient::Version() {
 
 Status AgentClient::ExecProcess(const ExecSpec& spec) {
   grpc::ExecProcessRequest req;
+  req.set_container_id(spec.container_id);
   req.set_exec_id(spec.exec_id);
   auto* p = req.mutable_process();
   for (const auto& a : spec.args) p->add_args(a);
@@ -60,54 +61,119 @@ Status AgentClient::ExecProcess(const ExecSpec& spec) {
   return Call("ExecProcess", req, &resp);
 }
 
-Result<int> AgentClient::WaitProcess(const std::string& exec_id, const Deadline& deadline) {
+Result<int> AgentClient::WaitProcess(const ProcId& proc, const Deadline& deadline) {
   grpc::WaitProcessRequest req;
-  req.set_exec_id(exec_id);
+  req.set_container_id(proc.container_id);
+  req.set_exec_id(proc.exec_id);
   grpc::WaitProcessResponse resp;
   VMF_RETURN_IF_ERROR(client_->Call("grpc.AgentService", "WaitProcess", req, &resp, deadline));
   return resp.status();
 }
 
-Status AgentClient::SignalProcess(const std::string& exec_id, int signal) {
+Status AgentClient::SignalProcess(const ProcId& proc, int signal) {
   grpc::SignalProcessRequest req;
-  req.set_exec_id(exec_id);
+  req.set_container_id(proc.container_id);
+  req.set_exec_id(proc.exec_id);
   req.set_signal(static_cast<uint32_t>(signal));
   grpc::Empty resp;
   return Call("SignalProcess", req, &resp);
 }
 
-Result<std::string> AgentClient::ReadStream(const std::string& method, const std::string& exec_id,
+Result<std::string> AgentClient::ReadStream(const std::string& method, const ProcId& proc,
                                             const Deadline& deadline) {
   grpc::ReadStreamRequest req;
-  req.set_exec_id(exec_id);
+  req.set_container_id(proc.container_id);
+  req.set_exec_id(proc.exec_id);
   req.set_len(kReadChunk);
   grpc::ReadStreamResponse resp;
   VMF_RETURN_IF_ERROR(client_->Call("grpc.AgentService", method, req, &resp, deadline));
   return std::move(*resp.mutable_data());
 }
 
-Result<std::string> AgentClient::ReadStdout(const std::string& exec_id, const Deadline& deadline) {
-  return ReadStream("ReadStdout", exec_id, deadline);
+Result<std::string> AgentClient::ReadStdout(const ProcId& proc, const Deadline& deadline) {
+  return ReadStream("ReadStdout", proc, deadline);
 }
 
-Result<std::string> AgentClient::ReadStderr(const std::string& exec_id, const Deadline& deadline) {
-  return ReadStream("ReadStderr", exec_id, deadline);
+Result<std::string> AgentClient::ReadStderr(const ProcId& proc, const Deadline& deadline) {
+  return ReadStream("ReadStderr", proc, deadline);
 }
 
-Result<uint32_t> AgentClient::WriteStdin(const std::string& exec_id, const std::string& data) {
+Result<uint32_t> AgentClient::WriteStdin(const ProcId& proc, const std::string& data) {
   grpc::WriteStreamRequest req;
-  req.set_exec_id(exec_id);
+  req.set_container_id(proc.container_id);
+  req.set_exec_id(proc.exec_id);
   req.set_data(data);
   grpc::WriteStreamResponse resp;
   VMF_RETURN_IF_ERROR(Call("WriteStdin", req, &resp));
   return resp.len();
 }
 
-Status AgentClient::CloseStdin(const std::string& exec_id) {
+Status AgentClient::CloseStdin(const ProcId& proc) {
   grpc::CloseStdinRequest req;
-  req.set_exec_id(exec_id);
+  req.set_container_id(proc.container_id);
+  req.set_exec_id(proc.exec_id);
   grpc::Empty resp;
   return Call("CloseStdin", req, &resp);
+}
+
+Status AgentClient::CreateContainer(const grpc::CreateContainerRequest& req) {
+  grpc::Empty resp;
+  return Call("CreateContainer", req, &resp);
+}
+
+Status AgentClient::StartContainer(const std::string& container_id) {
+  grpc::StartContainerRequest req;
+  req.set_container_id(container_id);
+  grpc::Empty resp;
+  return Call("StartContainer", req, &resp);
+}
+
+Status AgentClient::RemoveContainer(const std::string& container_id, uint32_t timeout_s) {
+  grpc::RemoveContainerRequest req;
+  req.set_container_id(container_id);
+  req.set_timeout(timeout_s);
+  grpc::Empty resp;
+  return Call("RemoveContainer", req, &resp);
+}
+
+Status AgentClient::TtyWinResize(const ProcId& proc, uint32_t rows, uint32_t columns) {
+  grpc::TtyWinResizeRequest req;
+  req.set_container_id(proc.container_id);
+  req.set_exec_id(proc.exec_id);
+  req.set_row(rows);
+  req.set_column(columns);
+  grpc::Empty resp;
+  return Call("TtyWinResize", req, &resp);
+}
+
+Status AgentClient::PauseContainer(const std::string& container_id) {
+  grpc::PauseContainerRequest req;
+  req.set_container_id(container_id);
+  grpc::Empty resp;
+  return Call("PauseContainer", req, &resp);
+}
+
+Status AgentClient::ResumeContainer(const std::string& container_id) {
+  grpc::ResumeContainerRequest req;
+  req.set_container_id(container_id);
+  grpc::Empty resp;
+  return Call("ResumeContainer", req, &resp);
+}
+
+Status AgentClient::UpdateContainer(const std::string& container_id, const grpc::LinuxResources& resources) {
+  grpc::UpdateContainerRequest req;
+  req.set_container_id(container_id);
+  *req.mutable_resources() = resources;
+  grpc::Empty resp;
+  return Call("UpdateContainer", req, &resp);
+}
+
+Result<grpc::StatsContainerResponse> AgentClient::StatsContainer(const std::string& container_id) {
+  grpc::StatsContainerRequest req;
+  req.set_container_id(container_id);
+  grpc::StatsContainerResponse resp;
+  VMF_RETURN_IF_ERROR(Call("StatsContainer", req, &resp));
+  return resp;
 }
 
 Status AgentClient::OnlineCPUMem(uint32_t nb_cpus, bool cpu_only) {

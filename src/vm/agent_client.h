@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent.pb.h"
@@ -15,7 +16,20 @@
 
 namespace vmf {
 
+// A process in the guest: exec_id alone names one started in the VM itself
+// (ExecProcess without a container); with a container_id, one of that
+// container's (its init's exec id is the one given at CreateContainer).
+struct ProcId {
+  ProcId(std::string exec) : exec_id(std::move(exec)) {}  // NOLINT: implicit on purpose
+  ProcId(const char* exec) : exec_id(exec) {}             // NOLINT
+  ProcId(std::string container, std::string exec)
+      : container_id(std::move(container)), exec_id(std::move(exec)) {}
+  std::string container_id;
+  std::string exec_id;
+};
+
 struct ExecSpec {
+  std::string container_id;  // empty: in the VM itself, not in a container
   std::string exec_id;
   std::vector<std::string> args;
   std::vector<std::string> env;  // empty: the agent's default PATH and HOME
@@ -36,13 +50,25 @@ class AgentClient {
 
   Status ExecProcess(const ExecSpec& spec);
   // Blocks until the process exits; returns its exit code (128+N if killed by signal N).
-  Result<int> WaitProcess(const std::string& exec_id, const Deadline& deadline);
-  Status SignalProcess(const std::string& exec_id, int signal);
+  Result<int> WaitProcess(const ProcId& proc, const Deadline& deadline);
+  // An empty exec_id with a container_id signals all of that container's
+  // processes.
+  Status SignalProcess(const ProcId& proc, int signal);
   // Blocks until output is available; an empty string means end of stream.
-  Result<std::string> ReadStdout(const std::string& exec_id, const Deadline& deadline);
-  Result<std::string> ReadStderr(const std::string& exec_id, const Deadline& deadline);
-  Result<uint32_t> WriteStdin(const std::string& exec_id, const std::string& data);
-  Status CloseStdin(const std::string& exec_id);
+  Result<std::string> ReadStdout(const ProcId& proc, const Deadline& deadline);
+  Result<std::string> ReadStderr(const ProcId& proc, const Deadline& deadline);
+  Result<uint32_t> WriteStdin(const ProcId& proc, const std::string& data);
+  Status CloseStdin(const ProcId& proc);
+
+  // OCI containers (the agent's container calls, Kata's API).
+  Status CreateContainer(const grpc::CreateContainerRequest& req);
+  Status StartContainer(const std::string& container_id);
+  Status RemoveContainer(const std::string& container_id, uint32_t timeout_s);
+  Status TtyWinResize(const ProcId& proc, uint32_t rows, uint32_t columns);
+  Status PauseContainer(const std::string& container_id);
+  Status ResumeContainer(const std::string& container_id);
+  Status UpdateContainer(const std::string& container_id, const grpc::LinuxResources& resources);
+  Result<grpc::StatsContainerResponse> StatsContainer(const std::string& container_id);
 
   Status OnlineCPUMem(uint32_t nb_cpus, bool cpu_only);
   Status ReseedRandomDev(const std::string& data);
@@ -59,8 +85,7 @@ class AgentClient {
   Status Call(const std::string& method, const Req& req, Resp* resp) {
     return client_->Call("grpc.AgentService", method, req, resp, Deadline(call_timeout_));
   }
-  Result<std::string> ReadStream(const std::string& method, const std::string& exec_id,
-                                 const Deadline& deadline);
+  Result<std::string> ReadStream(const std::string& method, const ProcId& proc, const Deadline& deadline);
 
   std::unique_ptr<ttrpc::Client> client_;
   Duration call_timeout_;

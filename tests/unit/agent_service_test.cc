@@ -198,14 +198,14 @@ TEST_F(AgentServiceTest, ExecErrors) {
   EXPECT_EQ(peer.service().process_count(), 0u);
   EXPECT_EQ(Code(Exec(peer, "empty", {})), 3);
 
-  grpc::ExecProcessRequest term;
-  term.set_container_id("c1");
-  term.set_exec_id("t");
-  term.mutable_process()->set_terminal(true);
-  term.mutable_process()->add_args("true");
-  r = peer.Call(kSvc, "ExecProcess", term);
+  grpc::ExecProcessRequest rl;
+  rl.set_container_id("c1");
+  rl.set_exec_id("rl");
+  rl.mutable_process()->add_args("true");
+  rl.mutable_process()->add_rlimits()->set_type("RLIMIT_NOPE");
+  r = peer.Call(kSvc, "ExecProcess", rl);
   EXPECT_EQ(Code(r), 3);
-  EXPECT_NE(r.status().message().find("terminal"), std::string::npos);
+  EXPECT_NE(r.status().message().find("RLIMIT_NOPE"), std::string::npos) << r.status().message();
 
   grpc::ExecProcessRequest cwd;
   cwd.set_container_id("c1");
@@ -216,6 +216,24 @@ TEST_F(AgentServiceTest, ExecErrors) {
 
   ASSERT_EQ(Code(Exec(peer, "dup", {"sleep", "5"})), 0);
   EXPECT_EQ(Code(Exec(peer, "dup", {"true"})), 6);
+}
+
+TEST_F(AgentServiceTest, ExecWithATerminal) {
+  TestPeer peer;
+  grpc::ExecProcessRequest req;
+  req.set_container_id("c1");
+  req.set_exec_id("t");
+  req.mutable_process()->set_terminal(true);
+  req.mutable_process()->mutable_consolesize()->set_height(24);
+  req.mutable_process()->mutable_consolesize()->set_width(80);
+  for (const char* a :
+       {"sh", "-c", "test -t 0 && test -t 1 && test -t 2 && echo tty; stty size; echo err >&2"})
+    req.mutable_process()->add_args(a);
+  ::ttrpc::Response r = peer.Call(kSvc, "ExecProcess", req);
+  ASSERT_EQ(Code(r), 0) << r.status().message();
+  EXPECT_EQ(ReadAll(peer, "t", true), "");  // one stream: stderr is on the terminal too
+  EXPECT_EQ(ReadAll(peer, "t", false), "tty\r\n24 80\r\nerr\r\n");
+  EXPECT_EQ(Wait(peer, "t"), 0);
 }
 
 TEST_F(AgentServiceTest, EnvCwdAndDefaults) {

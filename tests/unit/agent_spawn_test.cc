@@ -1,6 +1,8 @@
 // Spawning one guest process (agent/spawn.h), without the service around it.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,6 +100,66 @@ TEST(AgentSpawnTest, RefusesNulBytesAndEmptyArgs) {
   grpc::Process cwd = Proc({"true"});
   cwd.set_cwd(std::string("/\0tmp", 5));
   EXPECT_EQ(Spawn(cwd).status().code(), Code::kInvalidArgument);
+}
+
+TEST(AgentSpawnTest, RlimitsGroupsAndNoNewPrivileges) {
+  if (::geteuid() != 0) GTEST_SKIP() << "setgroups needs root";
+  grpc::Process p = Proc({"sh", "-c", "ulimit -n; id -G; grep NoNewPrivs /proc/self/status"});
+  grpc::POSIXRlimit* l = p.add_rlimits();
+  l->set_type("RLIMIT_NOFILE");
+  l->set_soft(77);
+  l->set_hard(88);
+  p.mutable_user()->set_gid(5);
+  p.mutable_user()->add_additionalgids(6);
+  p.mutable_user()->add_additionalgids(7);
+  p.set_nonewprivileges(true);
+  Result<Spawned> s = Spawn(p);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(ReadToEof(s->out.get()), "77\n5 6 7\nNoNewPrivs:\t1\n");
+  EXPECT_EQ(Reap(s->pid), 0);
+
+  l->set_soft(100);  // above the hard limit
+  EXPECT_EQ(Spawn(p).status().code(), Code::kInvalidArgument);
+  l->set_type("RLIMIT_WHATEVER");
+  EXPECT_EQ(Spawn(p).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(RlimitResource("RLIMIT_NPROC"), RLIMIT_NPROC);
+  EXPECT_EQ(RlimitResource("NOFILE"), -1);
+}
+
+TEST(AgentSpawnTest, BeforeStartRunsBeforeTheChildGoesOn) {
+  pid_t seen = -1;
+  SpawnOptions o;
+  o.before_start = [&seen](pid_t pid) {
+    seen = pid;
+    return OkStatus();
+  };
+  Result<Spawned> s = Spawn(Proc({"sh", "-c", "echo $$"}), o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(seen, s->pid);
+  EXPECT_EQ(ReadToEof(s->out.get()), std::to_string(s->pid) + "\n");
+  EXPECT_EQ(Reap(s->pid), 0);
+
+  // An error is the answer, and the child never ran (nor is left behind).
+  char path[] = "/tmp/vmf_spawn_gate_XXXXXX";
+  ASSERT_NE(::mkdtemp(path), nullptr);
+  std::string flag = std::string(path) + "/ran";
+  o.before_start = [&seen](pid_t pid) {
+    seen = pid;
+    return FailedPrecondition("no cgroup for you");
+  };
+  s = Spawn(Proc({"touch", flag}), o);
+  EXPECT_EQ(s.status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(s.status().message(), "no cgroup for you");
+  EXPECT_EQ(::kill(seen, 0), -1);  // reaped
+  EXPECT_NE(::access(flag.c_str(), F_OK), 0);
+  ::rmdir(path);
+
+  ContainerInit init;
+  ContainerJoin join;
+  SpawnOptions both;
+  both.init = &init;
+  both.join = &join;
+  EXPECT_EQ(Spawn(Proc({"true"}), both).status().code(), Code::kInvalidArgument);
 }
 
 }  // namespace
