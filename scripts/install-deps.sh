@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   qemu-system-x86 busybox-static cpio kmod
   qemu-utils gnuplot-nox  # vmfactory bench: qemu-img for qemu-loadvm, gnuplot for --plot
+  containerd runc  # the containerd tests: a private containerd each (never the system's), runc as baseline
 )
 
 missing=()
