@@ -3,7 +3,9 @@
 # layers, never up or sideways (Chromium's DEPS rule, as an allow-list):
 #
 #   common <- ttrpc <- hypervisor <- vm <- factory <- config <- daemon <- bench, soak <- cli
-#                 \<- proxy
+#                 \<- proxy          vm <- container <- shim, cli  (daemon <- shim)
+#
+# containerd/ is the C++ generated from proto/containerd/ (containerd's API).
 #
 # The guest agent (agent/) is linked statically into the guest: it may use
 # only the guest-safe headers listed below. Prints each upward include with
@@ -25,7 +27,9 @@ declare -A allowed=(
   [daemon]="common ttrpc hypervisor vm factory config daemon"
   [bench]="common ttrpc hypervisor vm factory config daemon bench"
   [soak]="common ttrpc hypervisor vm factory config daemon soak"
-  [cli]="common ttrpc hypervisor vm factory config daemon bench soak cli"
+  [container]="common ttrpc hypervisor vm containerd container"
+  [shim]="common ttrpc hypervisor vm factory config daemon containerd container shim"
+  [cli]="common ttrpc hypervisor vm factory config daemon container bench soak cli"
 )
 # What the guest agent may include from src/ (plain, dependency-free code).
 agent_headers="common/status.h common/fd.h ttrpc/frame.h ttrpc/wire.h ttrpc/sync.h"

@@ -191,6 +191,11 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--timeout", run.timeout_s, "stop the VM after this many seconds (0: never)");
   run_cmd->add_flag("-v,--verbose", run.verbose, "print how long each step took");
   run_cmd->add_flag("--cold", run.cold, "cold boot, even if a daemon or a template is there");
+  run_cmd
+      ->add_option("--rootfs", run.rootfs,
+                   "run the command as a container in this directory tree (an image's rootfs); "
+                   "what it writes goes to a copy")
+      ->check(CLI::ExistingDirectory);
   run_cmd->add_option("command", run.command, "command and arguments (after --)")->required();
 
   vmf::VMConfig init_config = config.vm;

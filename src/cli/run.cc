@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "common/io.h"
-#include "daemon/client.h"
-#include "factory/factory.h"
+#include "container/guest_container.h"
+#include "daemon/acquire.h"
 #include "vm/vm.h"
 
 namespace vmf {
@@ -23,11 +23,10 @@ void PrintStep(const std::string& name, Duration d) {
 }
 
 // Copies one output stream of the guest process to a host fd until EOF.
-void Pump(AgentClient* agent, bool stderr_stream, int out_fd, std::atomic<bool>* first_output,
-          Clock::time_point* first_at) {
+void Pump(AgentClient* agent, const ProcId& proc, bool stderr_stream, int out_fd,
+          std::atomic<bool>* first_output, Clock::time_point* first_at) {
   for (;;) {
-    auto data =
-        stderr_stream ? agent->ReadStderr(kExecId, kForever()) : agent->ReadStdout(kExecId, kForever());
+    auto data = stderr_stream ? agent->ReadStderr(proc, kForever()) : agent->ReadStdout(proc, kForever());
     if (!data.ok() || data->empty()) return;
     if (!first_output->exchange(true)) *first_at = Clock::now();
     (void)WriteAll(out_fd, *data, kForever());
@@ -35,7 +34,7 @@ void Pump(AgentClient* agent, bool stderr_stream, int out_fd, std::atomic<bool>*
 }
 
 // Forwards our stdin to the guest process until EOF or until stop is set.
-void ForwardStdin(AgentClient* agent, const std::atomic<bool>* stop) {
+void ForwardStdin(AgentClient* agent, const ProcId& proc, const std::atomic<bool>* stop) {
   char buf[65536];
   while (!stop->load()) {
     pollfd p{0, POLLIN, 0};
@@ -47,55 +46,37 @@ void ForwardStdin(AgentClient* agent, const std::atomic<bool>* stop) {
     if (n <= 0) break;
     std::string chunk(buf, static_cast<size_t>(n));
     while (!chunk.empty() && !stop->load()) {
-      auto wrote = agent->WriteStdin(kExecId, chunk);
+      auto wrote = agent->WriteStdin(proc, chunk);
       if (!wrote.ok()) return;
       chunk.erase(0, *wrote);
       if (!chunk.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  (void)agent->CloseStdin(kExecId);
+  (void)agent->CloseStdin(proc);
+}
+
+// The command as an OCI container in `rootfs` (a directory tree): the same
+// disk and guest container as the containerd shim makes.
+Result<std::unique_ptr<container::GuestContainer>> StartInRootfs(VM* vm, const RunOptions& opts,
+                                                                 StepTimes* steps) {
+  grpc::Spec spec;
+  auto* p = spec.mutable_process();
+  for (const auto& a : opts.command) p->add_args(a);
+  p->add_env(std::string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+  p->add_env("HOME=/root");
+  p->set_cwd("/");
+  spec.set_hostname(vm->id().substr(0, 12));
+  container::ContainerTimes times;
+  VMF_ASSIGN_OR_RETURN(auto c,
+                       container::GuestContainer::Create(vm, kExecId, opts.rootfs, spec, 256, &times));
+  steps->emplace_back("rootfs image", Duration(times.image_ms));
+  steps->emplace_back("disk hot-add", Duration(times.disk_ms));
+  steps->emplace_back("container create", Duration(times.create_ms));
+  VMF_RETURN_IF_ERROR(c->Start());
+  return c;
 }
 
 }  // namespace
-
-Result<std::unique_ptr<VM>> AcquireVM(const RunOptions& opts, StepTimes* steps, CancelToken* cancel) {
-  if (!opts.cold) {
-    // 1. A running daemon's pool.
-    std::string sock =
-        opts.daemon_socket.empty() ? DefaultDaemonSocket(DefaultRuntimeDir()) : opts.daemon_socket;
-    if (auto daemon = DaemonClient::Connect(sock); daemon.ok()) {
-      StepTimer timer(steps);
-      VMF_ASSIGN_OR_RETURN(auto handed,
-                           (*daemon)->GetVM(opts.config.hypervisor.vcpus, opts.config.hypervisor.memory_mib,
-                                            Deadline(opts.config.agent.boot_timeout)));
-      timer.Done("daemon GetVM (" + handed.source() + ")");
-      if (opts.verbose)
-        std::fprintf(stderr, "vmfactory: source: daemon at %s, %s\n", sock.c_str(), handed.source().c_str());
-      VMF_ASSIGN_OR_RETURN(auto vm, VM::Attach(VMHandle::FromProto(handed), opts.config));
-      vm->KillOnCancel(cancel);
-      timer.Done("attach");
-      return vm;
-    }
-    // 2. The template, when there is one. A bad template is an error rather
-    //    than a silent cold boot, so that it gets fixed.
-    auto t = NewTemplateFactory(opts.config, opts.template_root);
-    if (t.ok()) {
-      if (opts.verbose)
-        std::fprintf(stderr, "vmfactory: source: template at %s\n", opts.template_root.c_str());
-      VMF_ASSIGN_OR_RETURN(Acquired got, (*t)->GetVM(opts.config, steps, cancel));
-      return std::move(got.vm);
-    }
-    // NOT_FOUND is "no template here"; anything else is a broken one.
-    if (t.status().code() != Code::kNotFound) {
-      return t.status().WithContext(
-          "the template is not usable (recreate it with `vmfactory init --force`, or use --cold)");
-    }
-  }
-  // 3. A cold boot.
-  if (opts.verbose) std::fprintf(stderr, "vmfactory: source: cold boot\n");
-  VMF_ASSIGN_OR_RETURN(Acquired got, NewDirectFactory(opts.config)->GetVM(opts.config, steps, cancel));
-  return std::move(got.vm);
-}
 
 int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_seen) {
   auto start = Clock::now();
@@ -120,10 +101,26 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
   }
 
   auto exec_at = Clock::now();
-  ExecSpec spec;
-  spec.exec_id = kExecId;
-  spec.args = opts.command;
-  Status st = vm->agent().ExecProcess(spec);
+  ProcId proc(kExecId);
+  std::unique_ptr<container::GuestContainer> in_rootfs;
+  Status st;
+  if (!opts.rootfs.empty()) {
+    StepTimes container_steps;
+    auto c = StartInRootfs(vm.get(), opts, &container_steps);
+    if (opts.verbose) {
+      for (const auto& [name, d] : container_steps) PrintStep(name, d);
+    }
+    if (c.ok()) {
+      in_rootfs = std::move(*c);
+      proc = in_rootfs->init();
+    }
+    st = c.status();
+  } else {
+    ExecSpec spec;
+    spec.exec_id = kExecId;
+    spec.args = opts.command;
+    st = vm->agent().ExecProcess(spec);
+  }
   if (!st.ok()) {
     std::fprintf(stderr, "vmfactory: %s: %s\n", opts.command[0].c_str(), st.message().c_str());
     return st.code() == Code::kNotFound ? 127 : 126;
@@ -131,12 +128,12 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
   std::atomic<bool> first_output{false};
   Clock::time_point first_at{};
   std::atomic<bool> stop_stdin{false};
-  std::thread out([&] { Pump(&vm->agent(), false, 1, &first_output, &first_at); });
-  std::thread err([&] { Pump(&vm->agent(), true, 2, &first_output, &first_at); });
-  std::thread in([&] { ForwardStdin(&vm->agent(), &stop_stdin); });
+  std::thread out([&] { Pump(&vm->agent(), proc, false, 1, &first_output, &first_at); });
+  std::thread err([&] { Pump(&vm->agent(), proc, true, 2, &first_output, &first_at); });
+  std::thread in([&] { ForwardStdin(&vm->agent(), proc, &stop_stdin); });
 
   Deadline deadline = opts.timeout_s > 0 ? Deadline(std::chrono::seconds(opts.timeout_s)) : kForever();
-  auto waited = vm->agent().WaitProcess(kExecId, deadline);
+  auto waited = vm->agent().WaitProcess(proc, deadline);
   bool timed_out = !waited.ok() && waited.status().code() == Code::kDeadlineExceeded;
   // Before anything is killed on purpose: which process died, if one did.
   const Status lost = waited.ok() ? OkStatus() : vm->WithCauses(waited.status());
@@ -146,6 +143,7 @@ int RunCommand(const RunOptions& opts, CancelToken* cancel, const int* signal_se
   err.join();
   in.join();
   auto done_at = Clock::now();
+  in_rootfs.reset();
   vm->Stop();
 
   if (opts.verbose) {

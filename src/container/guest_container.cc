@@ -1,0 +1,90 @@
+#include "container/guest_container.h"
+
+#include <unistd.h>
+
+#include <mutex>
+#include <random>
+
+#include "container/rootfs.h"
+
+namespace vmf::container {
+namespace {
+
+constexpr char kGuestContainersDir[] = "/run/vmf/containers";
+
+// A virtio-blk serial (at most 20 bytes) that no other disk of the VM has.
+std::string NewDiskSerial() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> l(mu);
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+  return std::string("vmf") + buf;
+}
+
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<GuestContainer>> GuestContainer::Create(VM* vm, const std::string& id,
+                                                               const std::string& rootfs_dir, grpc::Spec spec,
+                                                               uint32_t free_mib, ContainerTimes* times) {
+  VMF_RETURN_IF_ERROR(ValidateId("container id", id));
+  ContainerTimes local;
+  if (!times) times = &local;
+  std::unique_ptr<GuestContainer> c(new GuestContainer(vm, id));
+  // 1. The image, in the VM's dir (its confined QEMU sees that dir), owned
+  //    by the VM's uid.
+  auto t = Clock::now();
+  c->serial_ = NewDiskSerial();
+  const std::string image = vm->dir() + "/rootfs-" + c->serial_ + ".img";
+  VMF_RETURN_IF_ERROR(BuildRootfsImage(rootfs_dir, image, free_mib));
+  c->image_ = image;
+  if (uid_t owner = vm->disk_owner(); owner != 0 && ::chown(image.c_str(), owner, owner) != 0) {
+    return ErrnoStatus(errno, "chown " + image);
+  }
+  times->image_ms = MsSince(t);
+  // 2. The disk.
+  t = Clock::now();
+  VMF_RETURN_IF_ERROR(vm->AddDisk(c->serial_, image, false));
+  c->disk_added_ = true;
+  times->disk_ms = MsSince(t);
+  // 3. The container in the guest, with its root on that disk.
+  t = Clock::now();
+  grpc::CreateContainerRequest req;
+  req.set_container_id(id);
+  req.set_exec_id(id);
+  const std::string mount_point = std::string(kGuestContainersDir) + "/" + id + "/rootfs";
+  auto* storage = req.add_storages();
+  storage->set_driver("blk");
+  storage->set_source(c->serial_);
+  storage->set_fstype("ext4");
+  storage->add_options("noatime");
+  storage->set_mount_point(mount_point);
+  spec.mutable_root()->set_path(mount_point);
+  *req.mutable_oci() = std::move(spec);
+  VMF_RETURN_IF_ERROR(vm->WithCauses(vm->agent().CreateContainer(req)).WithContext("container " + id));
+  c->in_guest_ = true;
+  times->create_ms = MsSince(t);
+  return c;
+}
+
+Status GuestContainer::Start() {
+  return vm_->WithCauses(vm_->agent().StartContainer(id_)).WithContext("container " + id_);
+}
+
+GuestContainer::~GuestContainer() {
+  if (in_guest_ && vm_->Healthy()) {
+    Status st = vm_->agent().RemoveContainer(id_, 10);
+    if (!st.ok()) vm_->log().warn("container {}: remove in the guest: {}", id_, st.ToString());
+  }
+  if (disk_added_ && vm_->Healthy()) {
+    Status st = vm_->RemoveDisk(serial_);
+    if (!st.ok()) vm_->log().warn("container {}: remove disk: {}", id_, st.ToString());
+  }
+  if (!image_.empty()) ::unlink(image_.c_str());
+}
+
+}  // namespace vmf::container

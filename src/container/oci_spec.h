@@ -1,0 +1,47 @@
+// The OCI runtime spec of a bundle (config.json), read for the guest: what
+// the agent's CreateContainer gets (Kata's Spec, proto/agent.proto), which
+// pod the container belongs to (CRI's annotations), and how big its VM must
+// be.
+//
+// What crosses into the guest is rewritten, as Kata does: hooks are dropped
+// (they would run on the host), namespace paths are cleared (they name host
+// processes; the agent makes the container's own), the network, cgroup and
+// time namespaces are dropped (the VM is the boundary), and bind mounts of
+// host paths are left out (their files are not in the VM: see rootfs.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "agent.pb.h"
+#include "common/status.h"
+
+namespace vmf::container {
+
+// CRI's annotation keys (containerd 1.6 pkg/cri/annotations).
+inline constexpr char kContainerTypeAnnotation[] = "io.kubernetes.cri.container-type";
+inline constexpr char kSandboxIdAnnotation[] = "io.kubernetes.cri.sandbox-id";
+
+struct BundleSpec {
+  grpc::Spec spec;  // Root.Path still the host's; the caller sets the guest's
+  enum class Kind { kSingle, kSandbox, kPodContainer } kind = Kind::kSingle;
+  std::string sandbox_id;            // kPodContainer: the pod it joins
+  uint32_t extra_vcpus = 0;          // CPU limit (quota/period), rounded up
+  uint32_t extra_memory_mib = 0;     // memory limit, rounded up
+  std::vector<std::string> skipped;  // what was left out, for the log
+};
+
+// Parses config.json text (at most 4 MiB): INVALID_ARGUMENT naming the bad
+// field.
+Result<BundleSpec> ParseBundleSpec(const std::string& json_text);
+// Reads BUNDLE/config.json.
+Result<BundleSpec> LoadBundleSpec(const std::string& bundle);
+
+// An OCI "process" object (ExecProcessRequest.spec, JSON) as the agent's
+// Process.
+Result<grpc::Process> ParseProcess(const std::string& json_text);
+// An OCI "LinuxResources" object (UpdateTaskRequest.resources, JSON).
+Result<grpc::LinuxResources> ParseResources(const std::string& json_text);
+
+}  // namespace vmf::container

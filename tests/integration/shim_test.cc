@@ -1,0 +1,179 @@
+// containerd-shim-vmfactory-v2 under a real (private) containerd, driven
+// with ctr, on an image built offline: each container in a factory VM
+// (a clone of the shared template), with its own rootfs disk.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/io.h"
+#include "helpers.h"
+#include "support/containerd_env.h"
+#include "support/oci_image.h"
+
+namespace vmf::testing {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr char kRuntime[] = "io.containerd.vmfactory.v2";
+
+std::string ShimRuntimeDir() { return TestRuntimeDir() + "-shim"; }
+
+class ShimTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (::geteuid() != 0) return;
+    if (FindProgram("containerd").empty() || FindProgram("ctr").empty() || FindProgram("mkfs.ext4").empty())
+      return;
+    const TemplateInfo& t = SharedTemplate();
+    VMConfig c = TestConfig();
+    // The shim's config: the test's guest image and template, a runtime dir
+    // of its own (to count what is left), no daemon.
+    std::filesystem::create_directories(ShimRuntimeDir());
+    config_path_ = new std::string(ShimRuntimeDir() + "/config.toml");
+    std::ofstream(*config_path_) << "[hypervisor.qemu]\n"
+                                 << "kernel = \"" << c.hypervisor.kernel << "\"\n"
+                                 << "initrd = \"" << c.hypervisor.initrd << "\"\n"
+                                 << "[factory]\n"
+                                 << "template_path = \"" << t.root << "\"\n"
+                                 << "vm_cache_endpoint = \"" << ShimRuntimeDir() << "/no-daemon.sock\"\n"
+                                 << "[runtime]\n"
+                                 << "dir = \"" << ShimRuntimeDir() << "\"\n";
+    ::setenv("VMF_CONFIG", config_path_->c_str(), 1);  // containerd passes it to its shims
+    auto ctrd = test::PrivateContainerd::Start(VMF_DEFAULT_BIN_DIR, 60s);
+    if (!ctrd.ok()) {
+      start_error_ = new std::string(ctrd.status().ToString());
+      return;
+    }
+    ctrd_ = ctrd->release();
+    Status st = test::BuildBusyboxImage(ctrd_->dir() + "/image.tar", test::kTestImageRef);
+    if (st.ok()) st = ctrd_->ImportImage(ctrd_->dir() + "/image.tar");
+    if (!st.ok()) start_error_ = new std::string(st.ToString());
+  }
+  static void TearDownTestSuite() {
+    delete ctrd_;
+    ctrd_ = nullptr;
+    ::unsetenv("VMF_CONFIG");
+  }
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    if (start_error_) FAIL() << *start_error_;
+    if (!ctrd_) GTEST_SKIP() << "containerd, ctr or mkfs.ext4 is not installed";
+  }
+  // ctr run --rm with our runtime.
+  test::CtrResult Run(const std::string& id, const std::vector<std::string>& cmd,
+                      const std::string& stdin_data = "", std::chrono::milliseconds eof_delay = 0ms) {
+    std::vector<std::string> args = {"--rm", "--runtime", kRuntime, test::kTestImageRef, id};
+    args.insert(args.end(), cmd.begin(), cmd.end());
+    auto r = ctrd_->Ctr(ctrd_->RunArgs(args), 180s, stdin_data, eof_delay);
+    EXPECT_TRUE(r.ok()) << r.status().ToString() << "\n" << ctrd_->log();
+    return r.ok() ? *r : test::CtrResult{};
+  }
+  // Nothing of a finished container is left: no shim, no VM process, no VM
+  // dir, no rootfs image.
+  void ExpectNothingLeft() {
+    bool clean = false;
+    for (int i = 0; i < 100 && !clean; ++i) {
+      clean = test::ProcessesNamed("containerd-shim-vmfactory-v2").empty() &&
+              CountProcessesMentioning(ShimRuntimeDir() + "/vm/") == 0;
+      if (!clean) std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_TRUE(test::ProcessesNamed("containerd-shim-vmfactory-v2").empty());
+    EXPECT_EQ(CountProcessesMentioning(ShimRuntimeDir() + "/vm/"), 0);
+    std::error_code ec;
+    int dirs = 0;
+    for (auto it = std::filesystem::directory_iterator(ShimRuntimeDir() + "/vm", ec);
+         !ec && it != std::filesystem::directory_iterator(); ++it) {
+      ++dirs;
+    }
+    EXPECT_EQ(dirs, 0);
+  }
+
+  static test::PrivateContainerd* ctrd_;
+  static std::string* start_error_;
+  static std::string* config_path_;
+};
+test::PrivateContainerd* ShimTest::ctrd_ = nullptr;
+std::string* ShimTest::start_error_ = nullptr;
+std::string* ShimTest::config_path_ = nullptr;
+
+TEST_F(ShimTest, RunsTheImageInAVmAndPassesTheExitStatusThrough) {
+  auto guest_kernel = ReadFile(std::string(VMF_BUILD_DIR) + "/guest/kernel-version");
+  ASSERT_TRUE(guest_kernel.ok());
+  std::string kernel = *guest_kernel;
+  while (!kernel.empty() && kernel.back() == '\n') kernel.pop_back();
+  auto r = Run("uname1", {"uname", "-r"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, kernel + "\n") << r.Describe();
+
+  r = Run("marker1", {"cat", "/etc/vmf-image-marker"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, test::kImageMarkerContents) << r.Describe();
+
+  r = Run("exit7", {"sh", "-c", "echo out; echo err >&2; exit 7"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_EQ(r.out, "out\n") << r.Describe();
+  EXPECT_EQ(r.err, "err\n") << r.Describe();
+  ExpectNothingLeft();
+}
+
+TEST_F(ShimTest, StdinReachesTheContainerAndItsEofEndsIt) {
+  auto r = Run("cat1", {"cat"}, "hello from the host\n", 8000ms);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "hello from the host\n") << r.Describe();
+  ExpectNothingLeft();
+}
+
+TEST_F(ShimTest, WritesStayInTheirContainer) {
+  auto r = Run("writer1", {"sh", "-c", "echo mine > /etc/written && cat /etc/written && hostname"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out.substr(0, 5), "mine\n") << r.Describe();
+  r = Run("reader1", {"cat", "/etc/written"});
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.err.find("No such file"), std::string::npos) << r.Describe();
+  ExpectNothingLeft();
+}
+
+TEST_F(ShimTest, DetachedTaskTakesExecKillAndDelete) {
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs({"-d", "--runtime", kRuntime, test::kTestImageRef, "det1", "sleep", "1000"}), 180s);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->exit_code, 0) << r->Describe() << ctrd_->log();
+  auto e = ctrd_->Ctr(ctrd_->ExecArgs({"--exec-id", "e1", "det1", "cat", "/etc/vmf-image-marker"}), 120s);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->exit_code, 0) << e->Describe();
+  EXPECT_EQ(e->out, test::kImageMarkerContents) << e->Describe();
+  auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
+  ASSERT_TRUE(ls.ok());
+  EXPECT_NE(ls->out.find("RUNNING"), std::string::npos) << ls->Describe();
+  auto k = ctrd_->Ctr({"tasks", "kill", "-s", "SIGKILL", "det1"}, 30s);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(k->exit_code, 0) << k->Describe();
+  bool stopped = false;
+  for (int i = 0; i < 100 && !stopped; ++i) {
+    ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
+    stopped = ls.ok() && ls->out.find("STOPPED") != std::string::npos;
+    if (!stopped) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(stopped) << (ls.ok() ? ls->Describe() : ls.status().ToString());
+  auto d = ctrd_->Ctr({"tasks", "delete", "det1"}, 60s);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->exit_code, 0) << d->Describe();
+  auto cd = ctrd_->Ctr({"containers", "delete", "det1"}, 60s);
+  ASSERT_TRUE(cd.ok());
+  ExpectNothingLeft();
+}
+
+TEST_F(ShimTest, AMissingExecutableIsAClearErrorAndLeavesNothing) {
+  auto r = Run("nosuch1", {"/no/such/program"});
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.Describe();
+  // The container record goes too (ctr run --rm only removes it on success).
+  (void)ctrd_->Ctr({"containers", "delete", "nosuch1"}, 60s);
+  ExpectNothingLeft();
+}
+
+}  // namespace
+}  // namespace vmf::testing
