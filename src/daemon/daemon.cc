@@ -418,7 +418,7 @@ class Daemon {
       }
       for (auto& rec : done) {
         // Stopped by its owner (or died): make sure nothing of it is left.
-        RemoveRemains(rec.handle);
+        RemoveVmRemains(rec.handle);
         std::error_code ec;
         fs::remove(RecordPath(rec.handle.id), ec);
       }
@@ -430,34 +430,7 @@ class Daemon {
     }
   }
 
-  void StopHandedOut(const VMHandle& h) {
-    auto vm = VM::Attach(h, vm_config_, opts_.deps);
-    if (vm.ok()) {
-      (*vm)->Stop();
-    } else {
-      // Attach stops what it adopted when it fails; make sure of the rest.
-      spdlog::warn("attach to VM {} failed ({}); stopping what is left of it", h.id, vm.status().ToString());
-      RemoveRemains(h);
-    }
-  }
-
-  // Stops what is left of a VM and removes its dir, cgroup and uid lease:
-  // by what its processes are, never by a recorded pid that may now belong
-  // to someone else; and only a dir that is really a VM's.
-  static void RemoveRemains(const VMHandle& h) {
-    if (CheckVmDir(h.runtime_dir, h.id, h.uid).ok()) {
-      StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
-      std::error_code ec;
-      fs::remove_all(h.runtime_dir, ec);
-      if (h.uid != 0) {
-        // A lease whose dir is gone is stale anyway; this frees the uid at once.
-        const std::string runtime = fs::path(h.runtime_dir).parent_path().parent_path().string();
-        if (auto lease = UidLease::Adopt(UidLeaseDir(runtime), h.uid, h.runtime_dir); lease.ok())
-          lease->Release();
-      }
-    }
-    RemoveCgroup(h.id, h.cgroup_dirs);
-  }
+  void StopHandedOut(const VMHandle& h) { StopVmOf(h, vm_config_, opts_.deps); }
 
   const DaemonOptions& opts_;
   CancelToken* stop_;

@@ -141,6 +141,9 @@ int Delete(const ShimFlags& f) {
     pid_t pid = static_cast<pid_t>(std::atoi(pid_text->c_str()));
     auto argv = pid > 0 ? ProcessArgv(pid) : std::vector<std::string>();
     if (!argv.empty() && argv[0].find("containerd-shim-vmfactory-v2") != std::string::npos) {
+      // It may be ending by itself (stopping its VM after Shutdown).
+      for (int i = 0; i < 200 && ProcessAlive(pid); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
       ::kill(pid, SIGKILL);
       for (int i = 0; i < 100 && ProcessAlive(pid); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -150,18 +153,7 @@ int Delete(const ShimFlags& f) {
   if (auto bytes = ReadFile(handle_file, 1 << 20); bytes.ok()) {
     vmfactory::v1::VM h;
     auto config = ShimConfig();
-    if (h.ParseFromString(*bytes) && config.ok()) {
-      auto vm = VM::Attach(VMHandle::FromProto(h), config->vm);
-      if (vm.ok()) {
-        (*vm)->Stop();
-      } else {
-        // Half gone: end what is left by pid, then the dir.
-        VMHandle vh = VMHandle::FromProto(h);
-        if (vh.vmm_pid > 0 && ProcessAlive(vh.vmm_pid)) ::kill(vh.vmm_pid, SIGKILL);
-        if (vh.proxy_pid > 0 && ProcessAlive(vh.proxy_pid)) ::kill(vh.proxy_pid, SIGKILL);
-        std::fprintf(stderr, "vmfactory shim delete: %s\n", vm.status().ToString().c_str());
-      }
-    }
+    if (h.ParseFromString(*bytes) && config.ok()) StopVmOf(VMHandle::FromProto(h), config->vm);
     ::unlink(handle_file.c_str());
   }
   (void)container::UnmountRootfs(bundle + "/rootfs");
@@ -201,8 +193,8 @@ int Serve(const ShimFlags& f) {
   std::thread stopper;
   service->OnShutdown([&] {
     std::call_once(stopping, [&] {
-      stopper = std::thread([&server] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      stopper = std::thread([&server, &service] {
+        service->StopVm();
         server.Shutdown();
       });
     });

@@ -74,6 +74,17 @@ TaskService::~TaskService() {
   if (!vm_bundle_.empty()) ::unlink(HandleFile(vm_bundle_).c_str());
 }
 
+void TaskService::StopVm() {
+  std::lock_guard<std::mutex> ops(ops_mu_);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!containers_.empty()) return;
+  }
+  cancel_.Cancel();
+  if (vm_) vm_->Stop();
+  if (!vm_bundle_.empty()) ::unlink(HandleFile(vm_bundle_).c_str());
+}
+
 uint32_t TaskService::TaskPid() const { return vm_ ? static_cast<uint32_t>(vm_->vmm_pid()) : 0; }
 
 Result<std::pair<TaskService::Container*, TaskService::Proc*>> TaskService::FindLocked(
@@ -151,13 +162,15 @@ Result<task::CreateTaskResponse> TaskService::Create(const task::CreateTaskReque
   VMF_RETURN_IF_ERROR(EnsureVm(spec, req.bundle()));
   // The rootfs: containerd's mounts on the bundle's rootfs (in our own mount
   // namespace), copied into the container's disk, unmounted again.
-  const std::string rootfs = req.bundle() + "/rootfs";
+  // (ctr run --rootfs DIR gives no mounts and an absolute root path.)
+  std::string rootfs = spec.spec.root().path().empty() ? "rootfs" : spec.spec.root().path();
+  if (rootfs[0] != '/') rootfs = req.bundle() + "/" + rootfs;
   std::vector<containerd::types::Mount> mounts(req.rootfs().begin(), req.rootfs().end());
   VMF_RETURN_IF_ERROR(container::MountRootfs(mounts, rootfs));
   container::ContainerTimes times;
   auto guest =
       container::GuestContainer::Create(vm_.get(), c->id, rootfs, spec.spec, opt_.rootfs_free_mib, &times);
-  (void)container::UnmountRootfs(rootfs);
+  if (!mounts.empty()) (void)container::UnmountRootfs(rootfs);
   if (!guest.ok()) return guest.status();
   c->guest = std::move(*guest);
   spdlog::info("container {}: rootfs image {} ms, disk {} ms, guest create {} ms", c->id, times.image_ms,
@@ -376,6 +389,17 @@ Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req)
     if (e->waiter.joinable()) e->waiter.join();
   }
   if (c->init.waiter.joinable()) c->init.waiter.join();
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    last = containers_.empty();
+  }
+  // The last container takes the VM with it (nothing else could use it):
+  // stopping it first spares the guest-side teardown and the disk's unplug.
+  if (last && vm_) {
+    cancel_.Cancel();
+    vm_->Stop();
+  }
   Teardown(c);
   ev::TaskDelete e;
   e.set_container_id(c->id);

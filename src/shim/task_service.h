@@ -64,6 +64,9 @@ class TaskService {
   // Called (once, from a request thread) when Shutdown finds no container
   // left: the shim should stop serving and exit.
   void OnShutdown(std::function<void()> fn) { on_shutdown_ = std::move(fn); }
+  // Stops the pod's VM (once no container is left): before the shim stops
+  // serving, so that when containerd sees it go, nothing of it is left.
+  void StopVm();
 
   using Status_ = containerd::types::Status;
   Result<containerd::task::v2::CreateTaskResponse> Create(const containerd::task::v2::CreateTaskRequest& req);

@@ -328,6 +328,36 @@ Result<std::unique_ptr<VM>> VM::Attach(const VMHandle& h, const VMConfig& cfg, c
   return vm;
 }
 
+void StopVmOf(const VMHandle& h, const VMConfig& config, const VmDeps& deps) {
+  auto vm = VM::Attach(h, config, deps);
+  if (vm.ok()) {
+    (*vm)->Stop();
+    return;
+  }
+  // Attach stops what it adopted when it fails; make sure of the rest.
+  spdlog::warn("attach to VM {} failed ({}); stopping what is left of it", h.id, vm.status().ToString());
+  RemoveVmRemains(h);
+}
+
+void RemoveVmRemains(const VMHandle& h) {
+  if (CheckVmDir(h.runtime_dir, h.id, h.uid).ok()) {
+    StopProcessesMentioning(h.runtime_dir, std::chrono::milliseconds(500));
+    std::error_code ec;
+    fs::remove_all(h.runtime_dir, ec);
+    if (h.uid != 0) {
+      // A lease whose dir is gone is stale anyway; this frees the uid at once.
+      const std::string runtime = fs::path(h.runtime_dir).parent_path().parent_path().string();
+      if (auto lease = UidLease::Adopt(UidLeaseDir(runtime), h.uid, h.runtime_dir); lease.ok())
+        lease->Release();
+    }
+  }
+  if (!h.cgroup_dirs.empty()) {
+    // Adopting the dirs of a VM whose processes are gone removes them.
+    auto cg = VmCgroup::Adopt(h.id, h.cgroup_dirs);
+    if (!cg.ok()) spdlog::warn("cgroup of VM {}: {}", h.id, cg.status().ToString());
+  }
+}
+
 Status VM::WithCauses(const Status& st) {
   if (st.ok()) return st;
   auto vmm_gone = [&] { return hypervisor_ && hypervisor_->pid() > 0 && !hypervisor_->Running(); };

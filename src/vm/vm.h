@@ -183,6 +183,15 @@ class VM {
   ScopedSymlink sandbox_link_;
 };
 
+// Stops a VM that another process handed over and then lost (it died, or
+// its owner did): takes it over and stops it, or, when that fails, stops
+// what is left of it by what its processes are (never by a recorded pid
+// alone) and removes its dir, cgroup and uid lease, checking first that
+// the dir is really a VM's.
+void StopVmOf(const VMHandle& h, const VMConfig& config, const VmDeps& deps = {});
+// The second half of StopVmOf: what is left of a VM whose VM process is gone.
+void RemoveVmRemains(const VMHandle& h);
+
 // The memory a hot-add of `mib` really adds: whole guest memory blocks of
 // block_bytes (128 MiB when the guest does not say or says less than 1 MiB).
 uint32_t HotplugMemorySize(uint32_t mib, uint64_t block_bytes);

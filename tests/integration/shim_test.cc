@@ -2,6 +2,7 @@
 // with ctr, on an image built offline: each container in a factory VM
 // (a clone of the shared template), with its own rootfs disk.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "common/io.h"
+#include "common/procfs.h"
 #include "helpers.h"
 #include "support/containerd_env.h"
 #include "support/oci_image.h"
@@ -172,6 +174,67 @@ TEST_F(ShimTest, AMissingExecutableIsAClearErrorAndLeavesNothing) {
   EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.Describe();
   // The container record goes too (ctr run --rm only removes it on success).
   (void)ctrd_->Ctr({"containers", "delete", "nosuch1"}, 60s);
+  ExpectNothingLeft();
+}
+
+// The pid of the one process whose command line names `needle` and `what`.
+pid_t ProcessWith(const std::string& needle, const std::string& what) {
+  for (const ProcEntry& p : ListProcesses()) {
+    bool a = false, b = false;
+    for (const std::string& arg : ProcessArgv(p.pid)) {
+      a = a || arg.find(needle) != std::string::npos;
+      b = b || arg.find(what) != std::string::npos;
+    }
+    if (a && b) return p.pid;
+  }
+  return -1;
+}
+
+TEST_F(ShimTest, AVmThatDiesEndsItsTaskAndLeavesNothing) {
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs({"-d", "--runtime", kRuntime, test::kTestImageRef, "dies1", "sleep", "1000"}), 180s);
+  ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->Describe() : r.status().ToString());
+  pid_t qemu = ProcessWith(ShimRuntimeDir() + "/vm/", "qemu-system");
+  ASSERT_GT(qemu, 0);
+  ::kill(qemu, SIGKILL);
+  bool stopped = false;
+  std::string out;
+  for (int i = 0; i < 100 && !stopped; ++i) {
+    auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
+    out = ls.ok() ? ls->out : ls.status().ToString();
+    stopped = out.find("STOPPED") != std::string::npos;
+    if (!stopped) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(stopped) << out;
+  auto d = ctrd_->Ctr({"tasks", "delete", "dies1"}, 60s);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->exit_code, 0) << d->Describe();
+  (void)ctrd_->Ctr({"containers", "delete", "dies1"}, 60s);
+  ExpectNothingLeft();
+}
+
+TEST_F(ShimTest, AKilledShimIsCleanedUpByDelete) {
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs({"-d", "--runtime", kRuntime, test::kTestImageRef, "orphan1", "sleep", "1000"}), 180s);
+  ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->Describe() : r.status().ToString());
+  auto shims = test::ProcessesNamed("containerd-shim-vmfactory-v2");
+  ASSERT_EQ(shims.size(), 1u);
+  ::kill(shims[0], SIGKILL);
+  // containerd runs the shim's `delete`, which stops the VM the shim left.
+  (void)ctrd_->Ctr({"tasks", "delete", "orphan1"}, 60s);
+  (void)ctrd_->Ctr({"containers", "delete", "orphan1"}, 60s);
+  ExpectNothingLeft();
+}
+
+TEST_F(ShimTest, AnEmptyRootfsIsAClearError) {
+  std::string empty = ShimRuntimeDir() + "/empty-rootfs";
+  std::filesystem::create_directories(empty);
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs({"--rm", "--runtime", kRuntime, "--rootfs", empty, "empty1", "/bin/true"}), 180s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->exit_code, 0) << r->Describe();
+  EXPECT_NE(r->err.find("empty"), std::string::npos) << r->Describe();
+  (void)ctrd_->Ctr({"containers", "delete", "empty1"}, 60s);
   ExpectNothingLeft();
 }
 
