@@ -14,6 +14,7 @@ packages=(
   qemu-system-x86 busybox-static cpio kmod
   qemu-utils gnuplot-nox  # vmfactory bench: qemu-img for qemu-loadvm, gnuplot for --plot
   containerd runc  # the containerd tests: a private containerd each (never the system's), runc as baseline
+  libgrpc++-dev protobuf-compiler-grpc  # the CRI pod tests: a small CRI (gRPC) client, since crictl is not in Debian
 )
 
 missing=()

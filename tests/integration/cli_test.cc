@@ -162,6 +162,31 @@ TEST(CliTest, RunPrintsOutputAndExitsWithTheCommandsStatus) {
   ExpectNothingLeft();
 }
 
+// `run --rootfs DIR`: the command runs as a container in a copy of DIR
+// (its own root and PID namespace), from a template clone.
+TEST(CliTest, RunRootfsRunsTheCommandAsAContainerInACopyOfTheTree) {
+  const std::string tree = CliRuntimeDir() + "-rootfs";
+  std::filesystem::create_directories(tree + "/bin");
+  std::filesystem::copy_file("/bin/busybox", tree + "/bin/busybox",
+                             std::filesystem::copy_options::overwrite_existing);
+  for (const char* applet : {"sh", "cat", "echo", "ls"}) {
+    std::error_code ec;
+    std::filesystem::create_symlink("busybox", tree + "/bin/" + applet, ec);
+  }
+  std::ofstream(tree + "/marker") << "in the tree\n";
+  const std::string tpl = SharedTemplate().root;
+  auto r = RunCli({"--template-path", tpl, "run", "--rootfs", tree, "--", "sh", "-c",
+                   "cat /marker; echo $$; echo new > /written; exit 4"});
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_EQ(r.out, "in the tree\n1\n") << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tree + "/written")) << "a write went to the host's tree";
+  r = RunCli({"--template-path", tpl, "run", "--rootfs", tree, "--", "/no/such"});
+  EXPECT_EQ(r.status, 127) << r.err;
+  EXPECT_NE(r.err.find("/no/such"), std::string::npos) << r.err;
+  std::filesystem::remove_all(tree);
+  ExpectNothingLeft();
+}
+
 TEST(CliTest, MissingCommandExits127) {
   auto r = RunCli({"run", "--", "no-such-command-xyz"});
   EXPECT_EQ(r.status, 127) << r.err;

@@ -305,6 +305,10 @@ disabled_plugins = [
     path = "@DIR@/opt"
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "@IMAGE@"
+    # A pod's oom_score_adj no lower than containerd's own: lowering it needs
+    # CAP_SYS_RESOURCE, which a test machine (a container) may not have, and
+    # runc then fails the pod ("failed to update /proc/self/oom_score_adj").
+    restrict_oom_score_adj = true
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
     [plugins."io.containerd.grpc.v1.cri".cni]
@@ -326,7 +330,7 @@ disabled_plugins = [
     }
   };
   replace("@DIR@", dir);
-  replace("@IMAGE@", kTestImageRef);
+  replace("@IMAGE@", kSandboxImageRef);
   replace("@RUNTIME@", kVmfactoryRuntime);
   return toml;
 }
@@ -424,8 +428,10 @@ std::vector<std::string> PrivateContainerd::ExecArgs(const std::vector<std::stri
   return argv;
 }
 
-Status PrivateContainerd::ImportImage(const std::string& tar) {
-  VMF_ASSIGN_OR_RETURN(CtrResult r, Ctr({"images", "import", tar}, seconds(120)));
+Status PrivateContainerd::ImportImage(const std::string& tar, const std::string& ns) {
+  VMF_ASSIGN_OR_RETURN(
+      CtrResult r,
+      RunCommand({"ctr", "--address", address_, "--namespace", ns, "images", "import", tar}, seconds(120)));
   if (r.exit_code != 0) return Internal("ctr images import " + tar + ": " + r.Describe());
   return OkStatus();
 }

@@ -67,6 +67,13 @@ class PrivateContainerd {
   static constexpr char kNamespace[] = "vmf-test";
   // The runtime name of our shim as config.toml registers it for CRI.
   static constexpr char kVmfactoryRuntime[] = "io.containerd.vmfactory.v2";
+  // The containerd namespace of the CRI plugin's images, pods and containers.
+  static constexpr char kCriNamespace[] = "k8s.io";
+  // The CRI plugin's sandbox (pause) image, as config.toml names it: a test
+  // that makes pods imports an image of this name into kCriNamespace (say,
+  // BuildBusyboxImage(tar, kSandboxImageRef, {"sleep", "1000000"})), since
+  // containerd could not pull one.
+  static constexpr char kSandboxImageRef[] = "docker.io/library/vmf-pause:test";
 
   // Starts containerd with PATH = extra_path_dir:$PATH (so that it finds a
   // shim binary there; empty: $PATH alone) and waits until it answers
@@ -97,8 +104,10 @@ class PrivateContainerd {
   std::vector<std::string> RunArgs(const std::vector<std::string>& args) const;
   // "tasks exec --fifo-dir DIR/fifo" + args (then --exec-id ID CONTAINER CMD...).
   std::vector<std::string> ExecArgs(const std::vector<std::string>& args) const;
-  // `ctr images import TAR`; an error with ctr's stderr if it fails.
-  Status ImportImage(const std::string& tar);
+  // `ctr images import TAR` into the containerd namespace ns (the CRI
+  // plugin's images are kCriNamespace's); an error with ctr's stderr if it
+  // fails.
+  Status ImportImage(const std::string& tar, const std::string& ns = kNamespace);
 
   const std::string& address() const { return address_; }  // gRPC socket
   const std::string& ttrpc_address() const { return ttrpc_address_; }

@@ -162,8 +162,10 @@ std::string RefTag(const std::string& ref) {
   return name.substr(colon + 1);
 }
 
-Status BuildBusyboxImage(const std::string& out_tar, const std::string& ref) {
+Status BuildBusyboxImage(const std::string& out_tar, const std::string& ref,
+                         const std::vector<std::string>& cmd) {
   if (ref.empty()) return InvalidArgument("empty image reference");
+  if (cmd.empty()) return InvalidArgument("empty image Cmd");
   if (::access(kBusybox, X_OK) != 0) {
     return FailedPrecondition(std::string(kBusybox) + " is missing (apt-get install busybox-static)");
   }
@@ -193,7 +195,7 @@ Status BuildBusyboxImage(const std::string& out_tar, const std::string& ref) {
       {"architecture", "amd64"},
       {"os", "linux"},
       {"created", kEpoch},
-      {"config", {{"Env", {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, {"Cmd", {"sh"}}, {"WorkingDir", "/"}}},
+      {"config", {{"Env", {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}}, {"Cmd", cmd}, {"WorkingDir", "/"}}},
       {"rootfs", {{"type", "layers"}, {"diff_ids", {layer.digest}}}},
       {"history", {{{"created", kEpoch}, {"created_by", "vmf::test::BuildBusyboxImage"}}}},
   };

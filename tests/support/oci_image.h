@@ -10,7 +10,8 @@
 //   /etc/passwd and /etc/group (root, nobody/nogroup 65534),
 //   /etc/vmf-image-marker ("from-the-image\n"),
 //   /tmp (1777), /root (0700), /proc, /sys, /dev (empty mount points).
-// Config: linux/amd64, Env PATH=/usr/sbin:/usr/bin:/sbin:/bin, Cmd ["sh"].
+// Config: linux/amd64, Env PATH=/usr/sbin:/usr/bin:/sbin:/bin, Cmd ["sh"]
+// (or the `cmd` given: a CRI sandbox image, say, that keeps running).
 // The index names the image twice: io.containerd.image.name = ref (what
 // `ctr images import` names it by) and org.opencontainers.image.ref.name =
 // ref's tag (the OCI layout convention). Deterministic: the same busybox
@@ -18,6 +19,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -29,8 +31,10 @@ inline constexpr char kTestImageRef[] = "docker.io/library/vmf-busybox:test";
 inline constexpr char kImageMarkerContents[] = "from-the-image\n";
 
 // Writes the image to out_tar (atomically: a temp file renamed into place).
-// FAILED_PRECONDITION if /bin/busybox or tar is missing.
-Status BuildBusyboxImage(const std::string& out_tar, const std::string& ref);
+// FAILED_PRECONDITION if /bin/busybox or tar is missing; cmd is the
+// image config's Cmd (INVALID_ARGUMENT if empty).
+Status BuildBusyboxImage(const std::string& out_tar, const std::string& ref,
+                         const std::vector<std::string>& cmd = {"sh"});
 
 // The tag of a reference ("docker.io/library/x:test" -> "test"; "latest"
 // when there is none). Exposed for tests.
