@@ -27,8 +27,10 @@
 #include <vector>
 
 #include "agent.pb.h"
+#include "bench/containers.h"
 #include "bench/end_to_end.h"
 #include "bench/percentile.h"
+#include "bench/proc_memory.h"
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/process.h"
@@ -70,9 +72,24 @@ constexpr double kTargetRunPoolSpeedup = 40.0;      // `run -- true` from the po
 // seccomp and cgroup, so that the report shows what confinement costs.
 // daemon-load: not a source of its own but the bench's daemon under 1, 2
 // and 4 clients at once (MeasureDaemonLoad).
-enum class Mode { kCold, kTemplate, kCache, kQemuCold, kQemuLoadvm, kTemplateUnconfined, kDaemonLoad };
+// containers: `ctr run --rm IMAGE ID /bin/true` on a private containerd,
+// runc against the shim from the pool, a clone and a cold boot
+// (MeasureContainers), and a pod's memory.
+enum class Mode {
+  kCold,
+  kTemplate,
+  kCache,
+  kQemuCold,
+  kQemuLoadvm,
+  kTemplateUnconfined,
+  kDaemonLoad,
+  kContainers
+};
 constexpr const char* kKnownModes =
-    "cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined, daemon-load";
+    "cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined, daemon-load, containers";
+// A pool-backed `ctr run` within this factor of runc's (printed, not enforced).
+constexpr double kTargetCtrPoolVsRunc = 2.0;
+constexpr double kTargetShimRssMib = 15.0;
 
 const char* ModeName(Mode m) {
   switch (m) {
@@ -90,6 +107,8 @@ const char* ModeName(Mode m) {
       return "template-unconfined";
     case Mode::kDaemonLoad:
       return "daemon-load";
+    case Mode::kContainers:
+      return "containers";
   }
   return "?";
 }
@@ -107,7 +126,7 @@ Result<std::vector<Mode>> ParseModes(const std::vector<std::string>& names) {
   for (const auto& name : names) {
     std::optional<Mode> m;
     for (Mode c : {Mode::kCold, Mode::kTemplate, Mode::kCache, Mode::kQemuCold, Mode::kQemuLoadvm,
-                   Mode::kTemplateUnconfined, Mode::kDaemonLoad}) {
+                   Mode::kTemplateUnconfined, Mode::kDaemonLoad, Mode::kContainers}) {
       if (name == ModeName(c)) m = c;
     }
     if (!m) return InvalidArgument("unknown mode \"" + name + "\" (known modes: " + kKnownModes + ")");
@@ -127,18 +146,7 @@ bool Has(const std::vector<Mode>& modes, Mode m) {
 // The "Pss:" line of /proc/PID/smaps_rollup, in kB.
 Result<uint64_t> ReadPssKb(pid_t pid) {
   if (pid <= 0) return FailedPrecondition("no such process (pid " + std::to_string(pid) + ")");
-  std::string path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
-  std::ifstream in(path);
-  if (!in) return ErrnoStatus(errno, "open " + path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Pss:", 0) != 0) continue;
-    std::istringstream fields(line.substr(4));
-    uint64_t kb = 0;
-    if (fields >> kb) return kb;
-    return DataLoss("cannot parse \"" + line + "\" in " + path);
-  }
-  return NotFound("no Pss: line in " + path);
+  return ReadKbLine("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:");
 }
 
 // Runs argv to completion with stdout+stderr into out_file; returns the output.
@@ -1020,6 +1028,69 @@ void PrintDaemonLoad(const std::vector<DaemonLoadResult>& load, int per_worker) 
   }
 }
 
+void PrintContainers(const ContainerBenchResult& c) {
+  std::printf("\ncontainers: `ctr run --rm IMAGE ID /bin/true` on a private containerd, start to exit\n");
+  if (!c.status.ok()) {
+    std::printf("  not measured: %s\n", c.status.ToString().c_str());
+    return;
+  }
+  const ContainerSourceResult* runc = nullptr;
+  for (const auto& r : c.sources) {
+    if (r.source == "runc" && r.status.ok()) runc = &r;
+  }
+  std::printf("%-10s %8s %8s %10s\n", "runtime", "p50 ms", "p95 ms", "vs runc");
+  for (const auto& r : c.sources) {
+    if (!r.status.ok()) {
+      std::printf("%-10s FAILED: %s\n", r.source.c_str(), r.status.ToString().c_str());
+      continue;
+    }
+    const double ratio = runc && runc->p50.count() > 0 ? Ms(r.p50) / Ms(runc->p50) : 0;
+    std::printf("%-10s %8lld %8lld %9.2fx\n", r.source.c_str(), static_cast<long long>(r.p50.count()),
+                static_cast<long long>(r.p95.count()), ratio);
+    if (r.source == "pool" && runc) {
+      std::printf("  target: pool-backed within %.0fx of runc: %s\n", kTargetCtrPoolVsRunc,
+                  ratio <= kTargetCtrPoolVsRunc ? "met" : "NOT met");
+    }
+  }
+  if (!c.memory_status.ok()) {
+    std::printf("pod memory: not measured: %s\n", c.memory_status.ToString().c_str());
+    return;
+  }
+  const double shim_mib = static_cast<double>(c.shim_rss_kib) / 1024.0;
+  std::printf(
+      "pod memory (a template clone running `sleep`): shim RSS %.1f MiB, QEMU RSS %.1f MiB, PSS %.1f MiB\n",
+      shim_mib, static_cast<double>(c.qemu_rss_kib) / 1024.0, static_cast<double>(c.qemu_pss_kib) / 1024.0);
+  std::printf("  target: shim under %.0f MiB resident per pod: %s\n", kTargetShimRssMib,
+              shim_mib < kTargetShimRssMib ? "met" : "NOT met");
+}
+
+json ContainersJson(const ContainerBenchResult& c) {
+  json out = json::object();
+  if (!c.status.ok()) {
+    out["error"] = c.status.ToString();
+    return out;
+  }
+  out["runtimes"] = json::array();
+  for (const auto& r : c.sources) {
+    json e = {{"runtime", r.source}};
+    if (!r.status.ok()) {
+      e["error"] = r.status.ToString();
+    } else {
+      json samples = json::array();
+      for (auto d : r.samples) samples.push_back(d.count());
+      e["ctr_run_ms"] = {{"p50", r.p50.count()}, {"p95", r.p95.count()}, {"samples", samples}};
+    }
+    out["runtimes"].push_back(e);
+  }
+  if (c.memory_status.ok()) {
+    out["pod_memory_kib"] = {
+        {"shim_rss", c.shim_rss_kib}, {"qemu_rss", c.qemu_rss_kib}, {"qemu_pss", c.qemu_pss_kib}};
+  } else {
+    out["pod_memory_error"] = c.memory_status.ToString();
+  }
+  return out;
+}
+
 json DaemonLoadJson(const std::vector<DaemonLoadResult>& load) {
   json out = json::array();
   for (const auto& r : load) {
@@ -1179,7 +1250,7 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
 
   std::unique_ptr<BenchTemplate> tmpl;
   if (Has(modes, Mode::kTemplate) || Has(modes, Mode::kCache) || Has(modes, Mode::kTemplateUnconfined) ||
-      Has(modes, Mode::kDaemonLoad)) {
+      Has(modes, Mode::kDaemonLoad) || Has(modes, Mode::kContainers)) {
     std::fprintf(stderr, "bench: making a private template\n");
     VMF_ASSIGN_OR_RETURN(tmpl, BenchTemplate::Create(config, tmp->path() + "/template"));
     std::fprintf(stderr, "bench: template made in %.2f s\n", Ms(tmpl->created_in()) / 1000.0);
@@ -1187,7 +1258,8 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
   std::vector<ModeResult> results;
   for (Mode mode : modes) {
     if (cancel->cancelled()) return Cancelled("interrupted");
-    if (mode == Mode::kDaemonLoad) continue;  // measured below, after the sources
+    if (mode == Mode::kDaemonLoad || mode == Mode::kContainers)
+      continue;  // measured below, after the sources
     results.push_back(RunMode(mode, opts, config, tmpl.get(), tmp->path(), kvm, cancel));
     if (cancel->cancelled()) return Cancelled("interrupted");
     if (!results.back().status.ok()) *mode_failed = true;
@@ -1226,14 +1298,28 @@ Status Bench(const BenchOptions& opts, const std::vector<Mode>& modes, CancelTok
     }
   }
 
+  std::optional<ContainerBenchResult> containers;
+  if (Has(modes, Mode::kContainers)) {
+    containers = MeasureContainers(
+        {.dir = tmp->path(), .template_root = tmpl->root(), .config = config, .iterations = opts.iterations},
+        cancel);
+    if (cancel->cancelled()) return Cancelled("interrupted");
+    if (!containers->status.ok() || !containers->memory_status.ok()) *mode_failed = true;
+    for (const auto& r : containers->sources) {
+      if (!r.status.ok()) *mode_failed = true;
+    }
+  }
+
   PrintReport(opts, results, base, tmpl.get());
   PrintEndToEnd(e2e);
   PrintDaemonLoad(daemon_load, std::max(1, opts.iterations));
+  if (containers) PrintContainers(*containers);
   Status out = OkStatus();
   if (!opts.json_path.empty()) {
     json j = ResultsJson(opts, results, base, machine, tmpl.get());
     j["end_to_end"] = EndToEndJson(e2e);
     j["daemon_load"] = DaemonLoadJson(daemon_load);
+    if (containers) j["containers"] = ContainersJson(*containers);
     Status st = WriteFileAtomic(opts.json_path, j.dump(2) + "\n", 0644);
     if (st.ok()) {
       std::printf("wrote %s\n", opts.json_path.c_str());

@@ -229,7 +229,8 @@ int main(int argc, char** argv) {
   bench_cmd
       ->add_option(
           "--modes", bench.modes,
-          "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined, daemon-load")
+          "comma-separated: cold, template, cache, qemu-cold, qemu-loadvm, template-unconfined, daemon-load, "
+          "containers (ctr run under a private containerd: runc vs the shim; needs root and containerd)")
       ->delimiter(',')
       ->capture_default_str();
   bench_cmd->add_option("--iterations", bench.iterations, "latency samples per mode")->capture_default_str();

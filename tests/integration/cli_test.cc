@@ -243,7 +243,8 @@ TEST(CliTest, InitStatusRunFromTemplateDestroy) {
   r = RunCli({"--template-path", root, "status"});
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("256 MiB"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("format version 3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("format version " + std::to_string(kTemplateFormatVersion)), std::string::npos)
+      << r.out;
 
   r = RunCli({"--template-path", root, "run", "-v", "--", "cat", "/proc/sys/kernel/random/uuid"});
   EXPECT_EQ(r.status, 0) << r.err;

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "common/io.h"
@@ -236,6 +237,46 @@ TEST_F(ShimTest, AnEmptyRootfsIsAClearError) {
   EXPECT_NE(r->err.find("empty"), std::string::npos) << r->Describe();
   (void)ctrd_->Ctr({"containers", "delete", "empty1"}, 60s);
   ExpectNothingLeft();
+}
+
+// The bench's container mode: runc against the shim from each source, and a
+// pod's memory, all measured (numbers printed, not asserted).
+TEST_F(ShimTest, TheBenchsContainerModeMeasuresEveryRuntime) {
+  const std::string json = ShimRuntimeDir() + "/bench.json";
+  std::vector<std::string> argv = {std::string(VMF_DEFAULT_BIN_DIR) + "/vmfactory",
+                                   "bench",
+                                   "--modes",
+                                   "containers",
+                                   "--iterations",
+                                   "1",
+                                   "--json",
+                                   json};
+  // A short runtime dir: the bench's daemon nests its VMs' sockets in it.
+  const std::string runtime = "/tmp/vmf-b-" + std::to_string(::getpid());
+  ::setenv("VMF_RUNTIME_DIR", runtime.c_str(), 1);
+  std::filesystem::create_directories(runtime);
+  auto r = test::RunCommand(argv, 600s);
+  ::unsetenv("VMF_RUNTIME_DIR");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0) << r->Describe();
+  auto text = ReadFile(json, 16 << 20);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  auto results = nlohmann::json::parse(*text, nullptr, false);
+  ASSERT_TRUE(results.is_object() && results.contains("containers")) << *text;
+  std::vector<std::string> runtimes;
+  for (const auto& e : results["containers"].value("runtimes", nlohmann::json::array())) {
+    EXPECT_FALSE(e.contains("error")) << e.dump();
+    EXPECT_GT(e.value("ctr_run_ms", nlohmann::json::object()).value("p50", 0), 0) << e.dump();
+    runtimes.push_back(e.value("runtime", ""));
+  }
+  EXPECT_EQ(runtimes, (std::vector<std::string>{"runc", "pool", "template", "cold"}));
+  EXPECT_GT(results["containers"].value("pod_memory_kib", nlohmann::json::object()).value("shim_rss", 0), 0)
+      << results["containers"].dump();
+  EXPECT_NE(r->out.find("containers: `ctr run --rm IMAGE ID /bin/true`"), std::string::npos) << r->out;
+  EXPECT_TRUE(test::ProcessesNamed("containerd-shim-vmfactory-v2").empty());
+  EXPECT_EQ(CountProcessesMentioning(runtime), 0);
+  std::error_code ec;
+  std::filesystem::remove_all(runtime, ec);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "support/containerd_env.h"
+#include "bench/private_containerd.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -20,13 +20,13 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/oci_image.h"
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/jail.h"
 #include "common/procfs.h"
-#include "support/oci_image.h"
 
-namespace vmf::test {
+namespace vmf::ctrd {
 namespace {
 
 namespace fs = std::filesystem;
@@ -603,4 +603,4 @@ void PrivateContainerd::Stop() {
   dir_.Remove();
 }
 
-}  // namespace vmf::test
+}  // namespace vmf::ctrd

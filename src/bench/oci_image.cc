@@ -1,4 +1,4 @@
-#include "support/oci_image.h"
+#include "bench/oci_image.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -19,7 +19,7 @@
 #include "common/scoped_dir.h"
 #include "factory/digest.h"
 
-namespace vmf::test {
+namespace vmf::ctrd {
 namespace {
 
 namespace fs = std::filesystem;
@@ -234,4 +234,4 @@ Status BuildBusyboxImage(const std::string& out_tar, const std::string& ref,
   return OkStatus();
 }
 
-}  // namespace vmf::test
+}  // namespace vmf::ctrd
