@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "common/ids.h"
 #include "log.h"
 
 namespace vmf::agent {
@@ -82,19 +83,7 @@ Result<MountStep> FromSpec(const grpc::Mount& sm) {
 
 }  // namespace
 
-Status ValidateContainerId(const std::string& what, const std::string& id) {
-  if (id.empty()) return InvalidArgument(what + " is empty");
-  if (id.size() > 64)
-    return InvalidArgument(what + " '" + id.substr(0, 64) + "...' is longer than 64 characters");
-  if (id[0] == '.' || id[0] == '-')
-    return InvalidArgument(what + " '" + id + "' must not start with '.' or '-'");
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-' || c == '.';
-    if (!ok) return InvalidArgument(what + " may only contain letters, digits, '_', '-' and '.'");
-  }
-  return OkStatus();
-}
+Status ValidateContainerId(const std::string& what, const std::string& id) { return ValidateId(what, id); }
 
 Result<ContainerInit> PrepareContainerInit(const grpc::Spec& spec) {
   if (!spec.has_process() || spec.process().args_size() == 0)
@@ -172,6 +161,16 @@ Status Containers::Create(const grpc::CreateContainerRequest& req) {
   c->exec_id = req.exec_id();
   c->spec = req.oci();
   VMF_ASSIGN_OR_RETURN(c->init, PrepareContainerInit(c->spec));
+  for (const grpc::LinuxNamespace& ns : c->spec.linux().namespaces()) {
+    if (ns.path().rfind(kShareNamespacePrefix, 0) != 0) continue;
+    const std::string other = ns.path().substr(sizeof(kShareNamespacePrefix) - 1);
+    if (ns.type() != "ipc" && ns.type() != "uts" && ns.type() != "pid")
+      return InvalidArgument("namespace " + ns.type().substr(0, 16) +
+                             " cannot be shared with another container");
+    VMF_RETURN_IF_ERROR(ValidateContainerId("the container to share namespaces with", other));
+    if (other == c->id) return InvalidArgument("container " + c->id + " cannot share its own namespaces");
+    c->share[ns.type()] = other;
+  }
   auto undo = [&c] {
     c->cgroup.Remove();
     for (auto it = c->storages.rbegin(); it != c->storages.rend(); ++it) UnmountStorage(*it);

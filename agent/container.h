@@ -48,6 +48,11 @@ inline constexpr size_t kMaxStorages = 16;
 // with '.' or '-'. `what` names it in the error.
 Status ValidateContainerId(const std::string& what, const std::string& id);
 
+// The prefix of a Linux.Namespaces Path that names another container of the
+// VM whose namespace of that type to join ("container:ID"), as the host
+// sends for a pod's containers; only "ipc", "uts" and "pid" may be shared.
+inline constexpr char kShareNamespacePrefix[] = "container:";
+
 // Checks a spec and prepares how its init builds the container's
 // filesystem: the default mounts (proc on /proc, a tmpfs on /dev with its
 // nodes, devpts on /dev/pts, tmpfs on /dev/shm, mqueue on /dev/mqueue if the
@@ -68,6 +73,10 @@ struct Container {
   ContainerCgroup cgroup;  // !valid(): the guest has no cgroups
   State state = State::kCreated;
   pid_t init_pid = -1;  // once started
+  // Namespaces ("ipc", "uts", "pid") it shares with another container of
+  // the VM (a pod's sandbox), from the spec's Linux.Namespaces entries whose
+  // Path is "container:ID": joined when it starts.
+  std::map<std::string, std::string> share;
 };
 
 class Containers {

@@ -323,6 +323,19 @@ void AgentService::DoStartContainer(uint32_t id, const std::string& payload) {
   Status st = procs_.CheckNew(c->id, c->exec_id);
   if (st.ok()) st = procs_.CheckRoom();
   if (!st.ok()) return ReplyError(id, st);
+  // A pod's container joins the namespaces it shares with its sandbox,
+  // which must be running.
+  for (const auto& [type, other_id] : c->share) {
+    Container* other = containers_.Find(other_id);
+    if (other == nullptr || other->state != Container::State::kRunning || other->init_pid <= 0) {
+      return ReplyError(id, FailedPrecondition("container " + c->id + " shares the " + type +
+                                               " namespace of " + other_id + ", which is not running"));
+    }
+    pid_t& with = type == "ipc"   ? c->init.share_ipc_with
+                  : type == "uts" ? c->init.share_uts_with
+                                  : c->init.share_pid_with;
+    with = other->init_pid;
+  }
   SpawnOptions so;
   so.init = &c->init;
   if (c->cgroup.valid()) so.before_start = [c](pid_t pid) { return c->cgroup.AddProcess(pid); };

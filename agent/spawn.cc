@@ -308,7 +308,17 @@ void SetUpTerminal(ChildPlan& p) {
 void SetUpContainer(ChildPlan& p) {
   const int rep = p.report_fd;
   const ContainerInit& c = *p.init;
-  if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) != 0) ChildFail(rep, kStageUnshare, errno);
+  // A pod's container joins its sandbox's IPC and UTS namespaces (ns_fds,
+  // opened before the fork) and makes the rest its own.
+  int fresh = CLONE_NEWNS;
+  for (int i = 0; i < 2; ++i) {
+    if (p.ns_fds[i] < 0) {
+      fresh |= kJoinNsFlags[i];
+    } else if (::setns(p.ns_fds[i], kJoinNsFlags[i]) != 0) {
+      ChildFail(rep, kStageSetns, errno, i);
+    }
+  }
+  if (::unshare(fresh) != 0) ChildFail(rep, kStageUnshare, errno);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(rep, kStagePrivate, errno);
   const char* root = c.rootfs.c_str();
   if (::mount(root, root, nullptr, MS_BIND | MS_REC, nullptr) != 0) ChildFail(rep, kStageBindRoot, errno);
@@ -397,7 +407,8 @@ void SetUpContainer(ChildPlan& p) {
       ChildFail(rep, kStageReadonly, errno, static_cast<int>(i));
   }
 
-  if (!c.hostname.empty() && ::sethostname(c.hostname.data(), c.hostname.size()) != 0)
+  // (A shared UTS namespace keeps its sandbox's hostname.)
+  if (!c.hostname.empty() && p.ns_fds[1] < 0 && ::sethostname(c.hostname.data(), c.hostname.size()) != 0)
     ChildFail(rep, kStageHostname, errno);
   if (p.tty_sock >= 0) SetUpTerminal(p);
 }
@@ -706,6 +717,18 @@ Result<Spawned> Spawn(const grpc::Process& proc, const SpawnOptions& opt) {
     plan.readonly = c.readonly_paths;
     plan.tree_fds.assign(c.mounts.size(), -1);
     plan.tree_is_dir.assign(c.mounts.size(), 1);
+    const pid_t share[2] = {c.share_ipc_with, c.share_uts_with};  // kJoinNamespaces order
+    for (int i = 0; i < 2; ++i) {
+      if (share[i] <= 0) continue;
+      VMF_ASSIGN_OR_RETURN(
+          join_fds[i],
+          OpenAbove2("/proc/" + std::to_string(share[i]) + "/ns/" + kJoinNamespaces[i], O_RDONLY));
+      plan.ns_fds[i] = join_fds[i].get();
+    }
+    if (c.share_pid_with > 0) {
+      VMF_ASSIGN_OR_RETURN(join_pidns,
+                           OpenAbove2("/proc/" + std::to_string(c.share_pid_with) + "/ns/pid", O_RDONLY));
+    }
   } else if (opt.join != nullptr) {
     std::string base = "/proc/" + std::to_string(opt.join->init_pid);
     for (int i = 0; i < 3; ++i) {
@@ -720,7 +743,7 @@ Result<Spawned> Spawn(const grpc::Process& proc, const SpawnOptions& opt) {
 
   // The child is PID 1 of a new PID namespace (init) or in the container's
   // (join); the agent's later children are not (Restore).
-  if (opt.init != nullptr) VMF_RETURN_IF_ERROR(pidns.EnterNew());
+  if (opt.init != nullptr) VMF_RETURN_IF_ERROR(join_pidns ? pidns.Enter(join_pidns.get()) : pidns.EnterNew());
   if (opt.join != nullptr) VMF_RETURN_IF_ERROR(pidns.Enter(join_pidns.get()));
   pid_t pid = ::fork();
   if (pid == 0) ChildMain(plan);

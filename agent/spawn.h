@@ -83,8 +83,13 @@ struct MountStep {
 // read-only tmpfs over a directory) and read-only paths bound read-only
 // (missing ones are skipped); the hostname set when not empty.
 struct ContainerInit {
-  std::string rootfs;  // absolute guest path of the container's root directory
-  std::string hostname;
+  std::string rootfs;    // absolute guest path of the container's root directory
+  std::string hostname;  // not set when the UTS namespace is shared
+  // The init pid of a running container (a pod's sandbox) whose IPC, UTS or
+  // PID namespace this one joins instead of making its own (-1: its own).
+  pid_t share_ipc_with = -1;
+  pid_t share_uts_with = -1;
+  pid_t share_pid_with = -1;
   std::vector<MountStep> mounts;
   bool populate_dev = false;
   bool readonly_root = false;

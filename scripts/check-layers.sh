@@ -32,7 +32,7 @@ declare -A allowed=(
   [cli]="common ttrpc hypervisor vm factory config daemon container bench soak cli"
 )
 # What the guest agent may include from src/ (plain, dependency-free code).
-agent_headers="common/status.h common/fd.h ttrpc/frame.h ttrpc/wire.h ttrpc/sync.h"
+agent_headers="common/status.h common/ids.h common/fd.h ttrpc/frame.h ttrpc/wire.h ttrpc/sync.h"
 
 bad=0
 report() {

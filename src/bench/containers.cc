@@ -13,6 +13,7 @@
 #include "bench/percentile.h"
 #include "bench/private_containerd.h"
 #include "bench/proc_memory.h"
+#include "common/census.h"
 #include "common/io.h"
 #include "common/process.h"
 #include "common/procfs.h"
@@ -30,19 +31,6 @@ constexpr int kPoolSize = 2;
 std::string BinDir() {
   std::string self = SelfExe();
   return self.substr(0, self.rfind('/'));
-}
-
-// The first process whose command line mentions both strings.
-pid_t FindProcess(const std::string& a, const std::string& b) {
-  for (const ProcEntry& p : ListProcesses()) {
-    bool has_a = false, has_b = false;
-    for (const std::string& arg : ProcessArgv(p.pid)) {
-      has_a = has_a || arg.find(a) != std::string::npos;
-      has_b = has_b || arg.find(b) != std::string::npos;
-    }
-    if (has_a && has_b) return p.pid;
-  }
-  return -1;
 }
 
 class ContainerBench {
@@ -155,8 +143,8 @@ class ContainerBench {
     if (run.exit_code != 0) return Internal("ctr run -d: " + run.Describe().substr(0, 2000));
     std::this_thread::sleep_for(1s);  // settled: the container runs
     Status st = [&]() -> Status {
-      pid_t shim = FindProcess("containerd-shim-vmfactory-v2", "bench-memory");
-      pid_t qemu = FindProcess(runtime_ + "/vm/", "qemu-system");
+      pid_t shim = FindProcessMentioningAll({"containerd-shim-vmfactory-v2", "bench-memory"});
+      pid_t qemu = FindProcessMentioningAll({runtime_ + "/vm/", "qemu-system"});
       if (shim <= 0 || qemu <= 0) return NotFound("the pod's shim or QEMU is not running");
       VMF_ASSIGN_OR_RETURN(r->shim_rss_kib,
                            ReadKbLine("/proc/" + std::to_string(shim) + "/status", "VmRSS:"));

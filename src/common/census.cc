@@ -63,6 +63,16 @@ std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
   return out;
 }
 
+pid_t FindProcessMentioningAll(const std::vector<std::string>& needles) {
+  for (const ProcEntry& p : ListProcesses()) {
+    const std::vector<std::string> argv = ProcessArgv(p.pid);
+    bool all = !argv.empty();
+    for (const auto& n : needles) all = all && Mentions(argv, n);
+    if (all && p.pid != ::getpid()) return p.pid;
+  }
+  return -1;
+}
+
 bool ProcessMentions(pid_t pid, const std::string& needle) {
   if (pid <= 0 || needle.empty()) return false;
   fs::path dir = "/proc/" + std::to_string(pid);

@@ -31,6 +31,10 @@ HostCensus TakeCensus(const std::string& runtime_dir, pid_t fds_of = 0);
 // Zombies have an empty command line and are not counted.
 std::vector<pid_t> ProcessesMentioning(const std::string& needle);
 
+// The first live process (any owner: a confined VM runs as a uid of its
+// own) whose command line contains every needle; -1 if there is none.
+pid_t FindProcessMentioningAll(const std::vector<std::string>& needles);
+
 // Whether pid is a live process of ours whose command line contains needle.
 bool ProcessMentions(pid_t pid, const std::string& needle);
 

@@ -105,6 +105,9 @@ Result<BundleSpec> ParseBundleSpec(const std::string& text) {
     for (const auto& [k, v] : annotations.items()) {
       (*s.mutable_annotations())[k] = v.get<std::string>();
     }
+    // Namespaces the spec joins (CRI: a pod container's /proc/PID/ns/... of
+    // its sandbox): in the VM, the sandbox container's.
+    std::vector<grpc::LinuxNamespace*> shared_ns;
     if (j.contains("linux") && j["linux"].is_object()) {
       const json& l = j["linux"];
       auto* ol = s.mutable_linux();
@@ -115,7 +118,9 @@ Result<BundleSpec> ParseBundleSpec(const std::string& text) {
       for (const auto& ns : l.value("namespaces", json::array())) {
         std::string type = ns.value("type", "");
         if (type == "network" || type == "cgroup" || type == "time" || type == "user") continue;
-        ol->add_namespaces()->set_type(type);  // no path: the agent makes it
+        auto* out = ol->add_namespaces();
+        out->set_type(type);  // no path: the agent makes it
+        if (!ns.value("path", "").empty()) shared_ns.push_back(out);
       }
       for (const auto& p : l.value("maskedPaths", json::array())) ol->add_maskedpaths(p.get<std::string>());
       for (const auto& p : l.value("readonlyPaths", json::array()))
@@ -134,6 +139,11 @@ Result<BundleSpec> ParseBundleSpec(const std::string& text) {
                                std::string(kSandboxIdAnnotation) + " annotation");
       }
       b.sandbox_id = sid->second;
+      for (grpc::LinuxNamespace* ns : shared_ns) {
+        if (ns->type() == "ipc" || ns->type() == "uts" || ns->type() == "pid") {
+          ns->set_path(std::string(kShareNamespacePrefix) + b.sandbox_id);
+        }
+      }
     }
     if (s.has_linux() && s.linux().has_resources()) {
       const auto& r = s.linux().resources();

@@ -5,8 +5,10 @@
 //
 // What crosses into the guest is rewritten, as Kata does: hooks are dropped
 // (they would run on the host), namespace paths are cleared (they name host
-// processes; the agent makes the container's own), the network, cgroup and
-// time namespaces are dropped (the VM is the boundary), and bind mounts of
+// processes; the agent makes the container's own) except that a pod
+// container's IPC, UTS and PID paths become its sandbox container's in the
+// VM, the network, cgroup and time namespaces are dropped (the VM is the
+// boundary), and bind mounts of
 // host paths are left out (their files are not in the VM: see rootfs.h).
 #pragma once
 
@@ -22,6 +24,10 @@ namespace vmf::container {
 // CRI's annotation keys (containerd 1.6 pkg/cri/annotations).
 inline constexpr char kContainerTypeAnnotation[] = "io.kubernetes.cri.container-type";
 inline constexpr char kSandboxIdAnnotation[] = "io.kubernetes.cri.sandbox-id";
+// How the guest is told that a pod container shares a namespace with its
+// sandbox: Linux.Namespaces[].Path = "container:" + the sandbox's id (the
+// agent's convention: agent/container.h).
+inline constexpr char kShareNamespacePrefix[] = "container:";
 
 struct BundleSpec {
   grpc::Spec spec;  // Root.Path still the host's; the caller sets the guest's

@@ -50,20 +50,6 @@ std::string NewVmId() {
   return id;
 }
 
-Status ValidateId(const std::string& what, const std::string& id) {
-  if (id.empty()) return InvalidArgument(what + " is empty");
-  if (id.size() > 64)
-    return InvalidArgument(what + " '" + id.substr(0, 64) + "...' is longer than 64 characters");
-  if (id[0] == '.' || id[0] == '-')
-    return InvalidArgument(what + " '" + id + "' must not start with '.' or '-'");
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-' || c == '.';
-    if (!ok)
-      return InvalidArgument(what + " '" + id + "' may only contain letters, digits, '_', '-' and '.'");
-  }
-  return OkStatus();
-}
 
 namespace {
 

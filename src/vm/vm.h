@@ -22,6 +22,7 @@
 
 #include "common/cancel.h"
 #include "common/cgroup.h"
+#include "common/ids.h"
 #include "common/scoped.h"
 #include "common/scoped_dir.h"
 #include "common/status.h"
@@ -201,7 +202,5 @@ uint32_t HotplugMemorySize(uint32_t mib, uint64_t block_bytes);
 Status CheckVmDir(const std::string& dir, const std::string& id, uint32_t vm_uid = 0);
 // 32 hex characters of fresh randomness.
 std::string NewVmId();
-// A sandbox or VM id: 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'.
-Status ValidateId(const std::string& what, const std::string& id);
 
 }  // namespace vmf

@@ -109,14 +109,32 @@ int CountProcessesMentioning(const std::string& needle) {
   return count;
 }
 
-int CountVmDirs() {
+int CountVmDirs() { return CountVmDirsIn(TestRuntimeDir()); }
+
+int CountVmDirsIn(const std::string& runtime_dir) {
   std::error_code ec;
   int n = 0;
-  for (auto it = std::filesystem::directory_iterator(TestRuntimeDir() + "/vm", ec);
+  for (auto it = std::filesystem::directory_iterator(runtime_dir + "/vm", ec);
        !ec && it != std::filesystem::directory_iterator(); ++it) {
     ++n;
   }
   return n;
+}
+
+std::string WriteShimConfig(const std::string& runtime_dir) {
+  const TemplateInfo& t = SharedTemplate();
+  VMConfig c = TestConfig();
+  std::filesystem::create_directories(runtime_dir);
+  const std::string path = runtime_dir + "/config.toml";
+  std::ofstream(path) << "[hypervisor.qemu]\n"
+                      << "kernel = \"" << c.hypervisor.kernel << "\"\n"
+                      << "initrd = \"" << c.hypervisor.initrd << "\"\n"
+                      << "[factory]\n"
+                      << "template_path = \"" << t.root << "\"\n"
+                      << "vm_cache_endpoint = \"" << runtime_dir << "/no-daemon.sock\"\n"
+                      << "[runtime]\n"
+                      << "dir = \"" << runtime_dir << "\"\n";
+  return path;
 }
 
 int CountOpenFds() {

@@ -31,8 +31,15 @@ Result<ExecResult> Exec(VM& vm, const std::vector<std::string>& args, const std:
 // Processes whose command line mentions `needle` (QEMU and proxies carry
 // their runtime dir in their arguments).
 int CountProcessesMentioning(const std::string& needle);
-// Entries in TestRuntimeDir()/vm.
+// Entries in TestRuntimeDir()/vm, or in runtime_dir/vm.
 int CountVmDirs();
+int CountVmDirsIn(const std::string& runtime_dir);
+
+// A vmfactory config for the containerd shim (shim and pod tests): this
+// build's guest image, the shared template, no daemon, and runtime_dir as
+// its runtime dir (to count what is left there). Returns its path
+// (runtime_dir/config.toml).
+std::string WriteShimConfig(const std::string& runtime_dir);
 int CountOpenFds();
 
 }  // namespace vmf::testing

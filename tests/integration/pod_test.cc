@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "common/io.h"
@@ -49,20 +50,9 @@ class PodTest : public ::testing::Test {
     if (::geteuid() != 0) return;
     if (FindProgram("containerd").empty() || FindProgram("ctr").empty() || FindProgram("mkfs.ext4").empty())
       return;
-    const TemplateInfo& t = SharedTemplate();
-    VMConfig c = TestConfig();
-    // The shim's config (as shim_test.cc's): the test's guest image and
-    // template, a runtime dir of its own (to count what is left), no daemon.
-    std::filesystem::create_directories(PodRuntimeDir());
-    const std::string config_path = PodRuntimeDir() + "/config.toml";
-    std::ofstream(config_path) << "[hypervisor.qemu]\n"
-                               << "kernel = \"" << c.hypervisor.kernel << "\"\n"
-                               << "initrd = \"" << c.hypervisor.initrd << "\"\n"
-                               << "[factory]\n"
-                               << "template_path = \"" << t.root << "\"\n"
-                               << "vm_cache_endpoint = \"" << PodRuntimeDir() << "/no-daemon.sock\"\n"
-                               << "[runtime]\n"
-                               << "dir = \"" << PodRuntimeDir() << "\"\n";
+    // The shim's config: the test's guest image and template, a runtime dir
+    // of its own (to count what is left), no daemon.
+    const std::string config_path = WriteShimConfig(PodRuntimeDir());
     ::setenv("VMF_CONFIG", config_path.c_str(), 1);  // containerd passes it to its shims
     auto ctrd = PrivateContainerd::Start(VMF_DEFAULT_BIN_DIR, 60s);
     if (!ctrd.ok()) {
@@ -180,15 +170,7 @@ class PodTest : public ::testing::Test {
     EXPECT_EQ(CountProcessesMentioning(ctrd_->dir()), 1) << "containerd and nothing else";
     EXPECT_EQ(CountVmDirs(), 0);
   }
-  static int CountVmDirs() {
-    std::error_code ec;
-    int dirs = 0;
-    for (auto it = std::filesystem::directory_iterator(PodRuntimeDir() + "/vm", ec);
-         !ec && it != std::filesystem::directory_iterator(); ++it) {
-      ++dirs;
-    }
-    return dirs;
-  }
+  static int CountVmDirs() { return CountVmDirsIn(PodRuntimeDir()); }
 
   // Creates and starts a container of the test image running cmd in the pod.
   std::string StartContainer(const std::string& pod_id, const rt::PodSandboxConfig& pod,
@@ -258,6 +240,19 @@ TEST_F(PodTest, APodIsOneVmAndStoppingItLeavesNothing) {
   EXPECT_EQ(Trimmed(b1.out).size(), 36u) << b1.Describe();
   EXPECT_EQ(b1.out, b2.out) << "two VMs? " << b1.Describe() << " / " << b2.Describe();
   EXPECT_NE(b1.out, *host_boot_id) << "on the host's kernel";
+  // One pod: both containers in the sandbox's IPC and UTS namespaces (CRI
+  // asks for them by the sandbox's /proc/PID/ns paths), each with its own root.
+  auto n1 = Exec(c1, {"sh", "-c", "for n in ipc uts mnt; do readlink /proc/self/ns/$n; done"});
+  auto n2 = Exec(c2, {"sh", "-c", "for n in ipc uts mnt; do readlink /proc/self/ns/$n; done"});
+  ASSERT_EQ(n1.exit_code, 0) << n1.Describe();
+  ASSERT_EQ(n2.exit_code, 0) << n2.Describe();
+  std::istringstream l1(n1.out), l2(n2.out);
+  std::string ipc1, uts1, mnt1, ipc2, uts2, mnt2;
+  l1 >> ipc1 >> uts1 >> mnt1;
+  l2 >> ipc2 >> uts2 >> mnt2;
+  EXPECT_EQ(ipc1, ipc2) << n1.out << n2.out;
+  EXPECT_EQ(uts1, uts2) << n1.out << n2.out;
+  EXPECT_NE(mnt1, mnt2) << n1.out << n2.out;
   // One shim and one VM for the pod.
   EXPECT_EQ(CountOurShims(), 1u);
   EXPECT_EQ(CountVmDirs(), 1);

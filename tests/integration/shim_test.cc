@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/census.h"
 #include "common/io.h"
 #include "common/procfs.h"
 #include "helpers.h"
@@ -30,20 +31,9 @@ class ShimTest : public ::testing::Test {
     if (::geteuid() != 0) return;
     if (FindProgram("containerd").empty() || FindProgram("ctr").empty() || FindProgram("mkfs.ext4").empty())
       return;
-    const TemplateInfo& t = SharedTemplate();
-    VMConfig c = TestConfig();
     // The shim's config: the test's guest image and template, a runtime dir
     // of its own (to count what is left), no daemon.
-    std::filesystem::create_directories(ShimRuntimeDir());
-    config_path_ = new std::string(ShimRuntimeDir() + "/config.toml");
-    std::ofstream(*config_path_) << "[hypervisor.qemu]\n"
-                                 << "kernel = \"" << c.hypervisor.kernel << "\"\n"
-                                 << "initrd = \"" << c.hypervisor.initrd << "\"\n"
-                                 << "[factory]\n"
-                                 << "template_path = \"" << t.root << "\"\n"
-                                 << "vm_cache_endpoint = \"" << ShimRuntimeDir() << "/no-daemon.sock\"\n"
-                                 << "[runtime]\n"
-                                 << "dir = \"" << ShimRuntimeDir() << "\"\n";
+    config_path_ = new std::string(WriteShimConfig(ShimRuntimeDir()));
     ::setenv("VMF_CONFIG", config_path_->c_str(), 1);  // containerd passes it to its shims
     auto ctrd = test::PrivateContainerd::Start(VMF_DEFAULT_BIN_DIR, 60s);
     if (!ctrd.ok()) {
@@ -85,13 +75,7 @@ class ShimTest : public ::testing::Test {
     }
     EXPECT_TRUE(test::ProcessesNamed("containerd-shim-vmfactory-v2").empty());
     EXPECT_EQ(CountProcessesMentioning(ShimRuntimeDir() + "/vm/"), 0);
-    std::error_code ec;
-    int dirs = 0;
-    for (auto it = std::filesystem::directory_iterator(ShimRuntimeDir() + "/vm", ec);
-         !ec && it != std::filesystem::directory_iterator(); ++it) {
-      ++dirs;
-    }
-    EXPECT_EQ(dirs, 0);
+    EXPECT_EQ(CountVmDirsIn(ShimRuntimeDir()), 0);
   }
 
   static test::PrivateContainerd* ctrd_;
@@ -178,24 +162,11 @@ TEST_F(ShimTest, AMissingExecutableIsAClearErrorAndLeavesNothing) {
   ExpectNothingLeft();
 }
 
-// The pid of the one process whose command line names `needle` and `what`.
-pid_t ProcessWith(const std::string& needle, const std::string& what) {
-  for (const ProcEntry& p : ListProcesses()) {
-    bool a = false, b = false;
-    for (const std::string& arg : ProcessArgv(p.pid)) {
-      a = a || arg.find(needle) != std::string::npos;
-      b = b || arg.find(what) != std::string::npos;
-    }
-    if (a && b) return p.pid;
-  }
-  return -1;
-}
-
 TEST_F(ShimTest, AVmThatDiesEndsItsTaskAndLeavesNothing) {
   auto r = ctrd_->Ctr(
       ctrd_->RunArgs({"-d", "--runtime", kRuntime, test::kTestImageRef, "dies1", "sleep", "1000"}), 180s);
   ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->Describe() : r.status().ToString());
-  pid_t qemu = ProcessWith(ShimRuntimeDir() + "/vm/", "qemu-system");
+  pid_t qemu = FindProcessMentioningAll({ShimRuntimeDir() + "/vm/", "qemu-system"});
   ASSERT_GT(qemu, 0);
   ::kill(qemu, SIGKILL);
   bool stopped = false;

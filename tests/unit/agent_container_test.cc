@@ -573,6 +573,66 @@ TEST_F(AgentContainerTest, ExecJoinsTheContainer) {
   EXPECT_EQ(Code(Remove(peer, "cj")), 0);
 }
 
+// A pod: the second container joins the sandbox's IPC, UTS and PID
+// namespaces ("container:ID" paths) and keeps its own root and mounts.
+TEST_F(AgentContainerTest, APodContainerSharesItsSandboxsIpcUtsAndPidNamespaces) {
+  Rootfs sandbox_root, app_root;
+  TestPeer peer(NoCgroups());
+  grpc::Spec sandbox = BasicSpec(sandbox_root.dir(), {"sh", "-c", "echo ready; exec sleep 30"});
+  sandbox.set_hostname("the-pod");
+  ASSERT_EQ(Code(Create(peer, "pod", "pod", sandbox)), 0);
+  grpc::Spec app = BasicSpec(app_root.dir(), {"sh", "-c",
+                                              "hostname; echo $$; readlink /proc/self/ns/ipc; "
+                                              "readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt"});
+  app.set_hostname("ignored");  // the pod's hostname rules
+  for (const char* type : {"ipc", "uts", "pid"}) {
+    auto* ns = app.mutable_linux()->add_namespaces();
+    ns->set_type(type);
+    ns->set_path("container:pod");
+  }
+  ASSERT_EQ(Code(Create(peer, "app", "app", app)), 0);
+  // Before its sandbox runs it cannot start: there is nothing to join.
+  EXPECT_EQ(Code(Start(peer, "app")), 9);
+  ASSERT_EQ(Code(Start(peer, "pod")), 0);
+  ASSERT_EQ(ReadUntil(peer, "pod", "pod", "ready"), "ready\n");
+  ::ttrpc::Response r = Start(peer, "app");
+  ASSERT_EQ(Code(r), 0) << r.status().message();
+  std::string out = ReadAll(peer, "app", "app");
+  EXPECT_EQ(Wait(peer, "app", "app"), 0);
+  ASSERT_EQ(
+      Code(Exec(peer, "pod", "probe",
+                {"sh", "-c",
+                 "readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt"})),
+      0);
+  std::string pod_ns = ReadAll(peer, "pod", "probe");
+  EXPECT_EQ(Wait(peer, "pod", "probe"), 0);
+  std::istringstream a(out), p(pod_ns);
+  std::string host, pid, ipc, pidns, mnt, pod_ipc, pod_pidns, pod_mnt;
+  std::getline(a, host);
+  std::getline(a, pid);
+  std::getline(a, ipc);
+  std::getline(a, pidns);
+  std::getline(a, mnt);
+  std::getline(p, pod_ipc);
+  std::getline(p, pod_pidns);
+  std::getline(p, pod_mnt);
+  EXPECT_EQ(host, "the-pod") << out;
+  EXPECT_GT(std::atoi(pid.c_str()), 1) << out;  // not the PID namespace's init: the sandbox is
+  EXPECT_EQ(ipc, pod_ipc) << out << pod_ns;
+  EXPECT_EQ(pidns, pod_pidns) << out << pod_ns;
+  EXPECT_NE(mnt, pod_mnt) << "each container keeps its own root: " << out << pod_ns;
+  // Sharing is only for these namespaces, and only with another container.
+  grpc::Spec bad = BasicSpec(app_root.dir(), {"true"});
+  auto* ns = bad.mutable_linux()->add_namespaces();
+  ns->set_type("mount");
+  ns->set_path("container:pod");
+  EXPECT_EQ(Code(Create(peer, "bad", "bad", bad)), 3);
+  EXPECT_EQ(Code(Signal(peer, "pod", "", 9)), 0);
+  EXPECT_EQ(Wait(peer, "pod", "pod"), 128 + 9);
+  EXPECT_EQ(Code(Remove(peer, "app")), 0);
+  EXPECT_EQ(Code(Remove(peer, "pod")), 0);
+}
+
 TEST_F(AgentContainerTest, SignalWithoutExecIdReachesEveryProcess) {
   Rootfs rootfs;
   TestPeer peer(NoCgroups());
