@@ -2,8 +2,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -123,6 +127,17 @@ int LoadModules(const std::string& list_file, const std::string& root) {
   return loaded;
 }
 
+Status BringUpLoopback() {
+  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) return ErrnoStatus(errno, "socket");
+  struct ifreq ifr {};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) != 0) return ErrnoStatus(errno, "SIOCGIFFLAGS lo");
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) != 0) return ErrnoStatus(errno, "SIOCSIFFLAGS lo");
+  return OkStatus();
+}
+
 void InitGuest(bool pid1) {
   if (pid1) {
     MountFilesystems();
@@ -138,6 +153,9 @@ void InitGuest(bool pid1) {
     ::mkdir("/etc", 0755);
     Status st = WriteMachineId("/etc/machine-id", GRND_INSECURE);
     if (!st.ok()) Log("machine-id: %s", st.ToString().c_str());
+    // Containers share the VM's network namespace: 127.0.0.1 must work.
+    st = BringUpLoopback();
+    if (!st.ok()) Log("loopback: %s", st.ToString().c_str());
   }
 }
 

@@ -34,7 +34,12 @@ void EnsureStdFds();
 // a missing or failing module is logged and skipped. Returns how many loaded.
 int LoadModules(const std::string& list_file, const std::string& root);
 
-// Everything above, in order, plus PATH and umask. Mounts only when pid1.
+// Sets the loopback interface up (the guest has no other; containers share
+// the VM's network namespace, so 127.0.0.1 is theirs too).
+Status BringUpLoopback();
+
+// Everything above, in order, plus PATH and umask. Mounts, modules and the
+// loopback only when pid1.
 void InitGuest(bool pid1);
 
 // The kernel command line (/proc/cmdline), "" if unreadable.

@@ -99,6 +99,11 @@ TEST_F(ShimTest, RunsTheImageInAVmAndPassesTheExitStatusThrough) {
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, test::kImageMarkerContents) << r.Describe();
 
+  // The VM's loopback is up: a server on 127.0.0.1 answers in the container.
+  r = Run("loop1", {"sh", "-c", "(echo pong | nc -l -p 7777 &) ; sleep 0.5; nc 127.0.0.1 7777 </dev/null"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "pong\n") << r.Describe();
+
   r = Run("exit7", {"sh", "-c", "echo out; echo err >&2; exit 7"});
   EXPECT_EQ(r.exit_code, 7) << r.Describe();
   EXPECT_EQ(r.out, "out\n") << r.Describe();
