@@ -1,10 +1,13 @@
 #include "container/guest_container.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mutex>
 #include <random>
 
+#include "common/process.h"
+#include "common/scoped_dir.h"
 #include "container/rootfs.h"
 
 namespace vmf::container {
@@ -30,7 +33,8 @@ int64_t MsSince(Clock::time_point t) {
 
 Result<std::unique_ptr<GuestContainer>> GuestContainer::Create(VM* vm, const std::string& id,
                                                                const std::string& rootfs_dir, grpc::Spec spec,
-                                                               uint32_t free_mib, ContainerTimes* times) {
+                                                               uint32_t free_mib, ContainerTimes* times,
+                                                               const std::vector<HostBind>& binds) {
   VMF_RETURN_IF_ERROR(ValidateId("container id", id));
   ContainerTimes local;
   if (!times) times = &local;
@@ -51,6 +55,45 @@ Result<std::unique_ptr<GuestContainer>> GuestContainer::Create(VM* vm, const std
   VMF_RETURN_IF_ERROR(vm->AddDisk(c->serial_, image, false));
   c->disk_added_ = true;
   times->disk_ms = MsSince(t);
+  // 2b. The host binds: copied (owners and modes kept) into a tree of their
+  //     own, made a disk, mounted in the guest beside the rootfs, and bound
+  //     from there.
+  const std::string binds_point = std::string(kGuestContainersDir) + "/" + id + "/binds";
+  if (!binds.empty()) {
+    const std::string stage = vm->dir() + "/binds-" + id;
+    struct StageGone {
+      std::string dir;
+      ~StageGone() {
+        (void)RunProgram({"rm", "-rf", "--one-file-system", dir}, Deadline(std::chrono::minutes(5)));
+      }
+    } stage_gone{stage};
+    VMF_RETURN_IF_ERROR(MakeDirs(stage));
+    for (size_t i = 0; i < binds.size(); ++i) {
+      const HostBind& b = binds[i];
+      if (b.source.empty() || b.source[0] != '/')
+        return InvalidArgument("bind mount source '" + b.source + "' is not absolute");
+      struct stat bs {};
+      if (::stat(b.source.c_str(), &bs) != 0) return ErrnoStatus(errno, "bind mount source " + b.source);
+      VMF_RETURN_IF_ERROR(RunProgram({"cp", "-a", "--", b.source, stage + "/" + std::to_string(i)},
+                                     Deadline(std::chrono::minutes(10)))
+                              .status()
+                              .WithContext("copy the bind mount source " + b.source));
+      auto* m = spec.add_mounts();
+      m->set_destination(b.destination);
+      m->set_source(binds_point + "/" + std::to_string(i));
+      m->set_type("bind");
+      for (const auto& o : b.options) m->add_options(o);
+    }
+    c->binds_serial_ = NewDiskSerial();
+    const std::string bimage = vm->dir() + "/binds-" + c->binds_serial_ + ".img";
+    VMF_RETURN_IF_ERROR(BuildRootfsImage(stage, bimage, 64));
+    c->binds_image_ = bimage;
+    if (uid_t owner = vm->disk_owner(); owner != 0 && ::chown(bimage.c_str(), owner, owner) != 0) {
+      return ErrnoStatus(errno, "chown " + bimage);
+    }
+    VMF_RETURN_IF_ERROR(vm->AddDisk(c->binds_serial_, bimage, false));
+    c->binds_added_ = true;
+  }
   // 3. The container in the guest, with its root on that disk.
   t = Clock::now();
   grpc::CreateContainerRequest req;
@@ -63,6 +106,14 @@ Result<std::unique_ptr<GuestContainer>> GuestContainer::Create(VM* vm, const std
   storage->set_fstype("ext4");
   storage->add_options("noatime");
   storage->set_mount_point(mount_point);
+  if (!binds.empty()) {
+    auto* b = req.add_storages();
+    b->set_driver("blk");
+    b->set_source(c->binds_serial_);
+    b->set_fstype("ext4");
+    b->add_options("noatime");
+    b->set_mount_point(binds_point);
+  }
   spec.mutable_root()->set_path(mount_point);
   *req.mutable_oci() = std::move(spec);
   VMF_RETURN_IF_ERROR(vm->WithCauses(vm->agent().CreateContainer(req)).WithContext("container " + id));
@@ -84,7 +135,12 @@ GuestContainer::~GuestContainer() {
     Status st = vm_->RemoveDisk(serial_);
     if (!st.ok()) vm_->log().warn("container {}: remove disk: {}", id_, st.ToString());
   }
+  if (binds_added_ && vm_->Healthy()) {
+    Status st = vm_->RemoveDisk(binds_serial_);
+    if (!st.ok()) vm_->log().warn("container {}: remove the binds disk: {}", id_, st.ToString());
+  }
   if (!image_.empty()) ::unlink(image_.c_str());
+  if (!binds_image_.empty()) ::unlink(binds_image_.c_str());
 }
 
 }  // namespace vmf::container

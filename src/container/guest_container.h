@@ -12,9 +12,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "agent.pb.h"
 #include "common/status.h"
+#include "container/oci_spec.h"
 #include "vm/agent_client.h"
 #include "vm/vm.h"
 
@@ -30,10 +32,13 @@ class GuestContainer {
  public:
   // spec.Root.Path is replaced by the guest's mount point. free_mib: room
   // to write in the image beyond the tree.
+  // binds: host paths bound into the container, copied into a second disk
+  // (read-only binds stay read-only in the container; writes to the others
+  // stay in the copy).
   static Result<std::unique_ptr<GuestContainer>> Create(VM* vm, const std::string& id,
                                                         const std::string& rootfs_dir, grpc::Spec spec,
-                                                        uint32_t free_mib = 256,
-                                                        ContainerTimes* times = nullptr);
+                                                        uint32_t free_mib = 256, ContainerTimes* times = nullptr,
+                                                        const std::vector<HostBind>& binds = {});
   ~GuestContainer();
   GuestContainer(const GuestContainer&) = delete;
   GuestContainer& operator=(const GuestContainer&) = delete;
@@ -51,6 +56,8 @@ class GuestContainer {
   std::string id_;
   std::string serial_, image_;
   bool disk_added_ = false;
+  std::string binds_serial_, binds_image_;  // the copy of the host binds, if any
+  bool binds_added_ = false;
   bool in_guest_ = false;
 };
 

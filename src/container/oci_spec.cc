@@ -89,7 +89,7 @@ Result<BundleSpec> ParseBundleSpec(const std::string& text) {
       bool bind = type == "bind";
       for (const auto& o : options) bind = bind || o == "bind" || o == "rbind";
       if (bind) {
-        b.skipped.push_back("bind mount " + m.value("source", "") + " on " + m.value("destination", ""));
+        b.binds.push_back(HostBind{m.value("source", ""), m.value("destination", ""), options});
         continue;
       }
       auto* out = s.add_mounts();

@@ -8,8 +8,8 @@
 // processes; the agent makes the container's own) except that a pod
 // container's IPC, UTS and PID paths become its sandbox container's in the
 // VM, the network, cgroup and time namespaces are dropped (the VM is the
-// boundary), and bind mounts of
-// host paths are left out (their files are not in the VM: see rootfs.h).
+// boundary), and bind mounts of host paths are taken out of the mounts into
+// `binds` (their files are not in the VM: GuestContainer copies them in).
 #pragma once
 
 #include <cstdint>
@@ -29,8 +29,18 @@ inline constexpr char kSandboxIdAnnotation[] = "io.kubernetes.cri.sandbox-id";
 // agent's convention: agent/container.h).
 inline constexpr char kShareNamespacePrefix[] = "container:";
 
+// A bind mount of a host path: carried into the VM as a copy (a second
+// disk of the container, guest_container.h); what the container writes
+// there stays in the copy.
+struct HostBind {
+  std::string source;       // host path (file or directory)
+  std::string destination;  // in the container
+  std::vector<std::string> options;
+};
+
 struct BundleSpec {
-  grpc::Spec spec;  // Root.Path still the host's; the caller sets the guest's
+  grpc::Spec spec;              // Root.Path still the host's; the caller sets the guest's
+  std::vector<HostBind> binds;  // not in spec.Mounts
   enum class Kind { kSingle, kSandbox, kPodContainer } kind = Kind::kSingle;
   std::string sandbox_id;            // kPodContainer: the pod it joins
   uint32_t extra_vcpus = 0;          // CPU limit (quota/period), rounded up

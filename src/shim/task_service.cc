@@ -168,8 +168,8 @@ Result<task::CreateTaskResponse> TaskService::Create(const task::CreateTaskReque
   std::vector<containerd::types::Mount> mounts(req.rootfs().begin(), req.rootfs().end());
   VMF_RETURN_IF_ERROR(container::MountRootfs(mounts, rootfs));
   container::ContainerTimes times;
-  auto guest =
-      container::GuestContainer::Create(vm_.get(), c->id, rootfs, spec.spec, opt_.rootfs_free_mib, &times);
+  auto guest = container::GuestContainer::Create(vm_.get(), c->id, rootfs, spec.spec, opt_.rootfs_free_mib,
+                                                 &times, spec.binds);
   if (!mounts.empty()) (void)container::UnmountRootfs(rootfs);
   if (!guest.ok()) return guest.status();
   c->guest = std::move(*guest);

@@ -258,6 +258,10 @@ TEST_F(PodTest, APodIsOneVmAndStoppingItLeavesNothing) {
   EXPECT_EQ(CountVmDirs(), 1);
 
   for (const auto& id : {c1, c2}) {
+    // CRI's bind mounts (hosts, resolv.conf, hostname) arrive as copies.
+    auto f =
+        Exec(id, {"sh", "-c", "test -f /etc/hosts && test -f /etc/resolv.conf && test -f /etc/hostname"});
+    EXPECT_EQ(f.exit_code, 0) << f.Describe();
     auto m = Exec(id, {"cat", "/etc/vmf-image-marker"});
     EXPECT_EQ(m.exit_code, 0) << m.Describe();
     EXPECT_EQ(m.out, test::kImageMarkerContents) << m.Describe();

@@ -128,6 +128,30 @@ TEST_F(ShimTest, WritesStayInTheirContainer) {
   ExpectNothingLeft();
 }
 
+// Host paths bound into the container arrive as copies: read-only binds
+// stay read-only, and nothing the container writes reaches the host.
+TEST_F(ShimTest, HostBindMountsAreCopiedIn) {
+  const std::string dir = ShimRuntimeDir() + "/bind-src";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/hello") << "from the host\n";
+  const std::string file = ShimRuntimeDir() + "/bind-file";
+  std::ofstream(file) << "one file\n";
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs(
+          {"--rm", "--runtime", kRuntime, "--mount", "type=bind,src=" + dir + ",dst=/data,options=rbind:ro",
+           "--mount", "type=bind,src=" + file + ",dst=/etc/one,options=rbind:rw", test::kTestImageRef,
+           "binds1", "sh", "-c",
+           "cat /data/hello /etc/one; echo x > /data/new && echo wrote-ro; echo changed > /etc/one; "
+           "cat /etc/one"}),
+      180s);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->out, "from the host\none file\nchanged\n") << r->Describe();
+  EXPECT_NE(r->err.find("Read-only file system"), std::string::npos) << r->Describe();
+  EXPECT_FALSE(std::filesystem::exists(dir + "/new"));
+  EXPECT_EQ(*ReadFile(file), "one file\n") << "a copy, not the host's file";
+  ExpectNothingLeft();
+}
+
 TEST_F(ShimTest, DetachedTaskTakesExecKillAndDelete) {
   auto r = ctrd_->Ctr(
       ctrd_->RunArgs({"-d", "--runtime", kRuntime, test::kTestImageRef, "det1", "sleep", "1000"}), 180s);

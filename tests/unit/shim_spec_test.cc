@@ -65,10 +65,15 @@ TEST(OciSpecTest, TheGuestGetsWhatIsSafeToCarryOver) {
   EXPECT_EQ(s.process().rlimits(0).type(), "RLIMIT_NOFILE");
   EXPECT_TRUE(s.process().nonewprivileges());
   EXPECT_EQ(s.hostname(), "box");
-  // The proc mount stays; the host bind mount and the hooks do not.
+  // The proc mount stays; the host bind mount is set apart (to be copied
+  // in) and the hooks are dropped.
   ASSERT_EQ(s.mounts_size(), 1);
   EXPECT_EQ(s.mounts(0).type(), "proc");
-  EXPECT_EQ(b->skipped.size(), 2u);
+  ASSERT_EQ(b->binds.size(), 1u);
+  EXPECT_EQ(b->binds[0].source, "/var/lib/x/hosts");
+  EXPECT_EQ(b->binds[0].destination, "/etc/hosts");
+  EXPECT_EQ(b->binds[0].options, (std::vector<std::string>{"rbind", "ro"}));
+  EXPECT_EQ(b->skipped.size(), 1u);
   // No network namespace, and no host namespace paths: a pod container's
   // shared IPC namespace is its sandbox container's in the VM.
   for (const auto& ns : s.linux().namespaces()) {
