@@ -46,6 +46,7 @@ std::vector<std::string> ServeArgv(const std::string& self, const ShimFlags& f) 
   std::vector<std::string> argv = {self, "-namespace", f.ns, "-id", f.id};
   if (!f.address.empty()) argv.insert(argv.end(), {"-address", f.address});
   if (!f.publish_binary.empty()) argv.insert(argv.end(), {"-publish-binary", f.publish_binary});
+  if (!f.socket.empty()) argv.insert(argv.end(), {"-socket", f.socket});
   if (f.debug) argv.emplace_back("-debug");
   return argv;
 }

@@ -19,10 +19,10 @@ struct ShimFlags {
   std::string publish_binary;  // -publish-binary
   std::string id;              // -id
   std::string bundle;          // -bundle (else the working directory)
-  std::string socket;          // -socket (unused: the serving shim gets fd 3)
-  bool debug = false;          // -debug
-  bool version = false;        // -v
-  std::string action;          // "start", "delete" or "" (serve)
+  std::string socket;    // -socket: the serving shim's socket (it listens on fd 3), removed when it ends
+  bool debug = false;    // -debug
+  bool version = false;  // -v
+  std::string action;    // "start", "delete" or "" (serve)
 };
 
 // INVALID_ARGUMENT naming an unknown flag, a flag without its value or a

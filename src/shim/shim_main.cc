@@ -117,7 +117,9 @@ int Start(const ShimFlags& f) {
   so.pass_fds = {listener->get()};
   so.stderr_fd = log ? log.get() : -1;
   so.new_session = true;
-  auto child = ChildProcess::Spawn(ServeArgv(SelfExe(), f), so);
+  ShimFlags serve = f;
+  serve.socket = path;
+  auto child = ChildProcess::Spawn(ServeArgv(SelfExe(), serve), so);
   if (!child.ok()) {
     ::unlink(path.c_str());
     std::fprintf(stderr, "%s\n", child.status().ToString().c_str());
@@ -157,6 +159,12 @@ int Delete(const ShimFlags& f) {
     ::unlink(handle_file.c_str());
   }
   (void)container::UnmountRootfs(bundle + "/rootfs");
+  // The socket of a shim that is gone (a pod's shim that still answers
+  // keeps its own).
+  if (auto address = ReadFile(bundle + "/address", 4096); address.ok() && address->rfind("unix://", 0) == 0) {
+    const std::string path = address->substr(7);
+    if (path.find("/shim/") != std::string::npos && !ConnectUnix(path).ok()) ::unlink(path.c_str());
+  }
   containerd::task::v2::DeleteResponse r;
   r.set_exit_status(128 + SIGKILL);
   *r.mutable_exited_at() = NowTimestamp();
@@ -203,6 +211,7 @@ int Serve(const ShimFlags& f) {
   spdlog::info("shim {} serving namespace {}", f.id, f.ns);
   Status st = server.Serve(UniqueFd(3));
   if (stopper.joinable()) stopper.join();
+  if (!f.socket.empty()) ::unlink(f.socket.c_str());
   service.reset();  // stops the VM
   events.Flush(std::chrono::seconds(2));
   if (!st.ok()) {

@@ -76,6 +76,14 @@ class ShimTest : public ::testing::Test {
     EXPECT_TRUE(test::ProcessesNamed("containerd-shim-vmfactory-v2").empty());
     EXPECT_EQ(CountProcessesMentioning(ShimRuntimeDir() + "/vm/"), 0);
     EXPECT_EQ(CountVmDirsIn(ShimRuntimeDir()), 0);
+    // Nor its socket.
+    std::error_code ec;
+    int sockets = 0;
+    for (auto it = std::filesystem::directory_iterator(ShimRuntimeDir() + "/shim", ec);
+         !ec && it != std::filesystem::directory_iterator(); ++it) {
+      ++sockets;
+    }
+    EXPECT_EQ(sockets, 0) << "shim sockets left in " << ShimRuntimeDir() << "/shim";
   }
 
   static test::PrivateContainerd* ctrd_;
