@@ -1,8 +1,9 @@
-// SHA-256 digests of template files, recorded by `vmfactory init` and
-// checked whenever a template is used.
+// SHA-256 digests: of template files, recorded by `vmfactory init` and
+// checked whenever a template is used, and of short strings (names).
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -10,6 +11,8 @@ namespace vmf {
 
 // Lowercase hex SHA-256 of the file's contents.
 Result<std::string> Sha256File(const std::string& path);
+// Lowercase hex SHA-256 of data ("" if OpenSSL fails).
+std::string Sha256Hex(std::string_view data);
 
 // What identifies one version of a file: "dev:ino:size:mtime:ctime" (ns).
 // Any write to the file, or change of its owner or mode, gives it a new

@@ -9,7 +9,6 @@
 //           prints a DeleteResponse.
 //   (none)  the serving shim: ttrpc on fd 3 until Shutdown.
 #include <fcntl.h>
-#include <openssl/sha.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -32,6 +31,7 @@
 #include "config/config_file.h"
 #include "container/oci_spec.h"
 #include "container/rootfs.h"
+#include "factory/digest.h"
 #include "shim/events.h"
 #include "shim/flags.h"
 #include "shim/task_service.h"
@@ -42,23 +42,10 @@
 namespace vmf::shim {
 namespace {
 
-std::string Hex(const unsigned char* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s += d[p[i] >> 4];
-    s += d[p[i] & 15];
-  }
-  return s;
-}
-
 // The serving shim's socket for a pod: the same for every container of it,
 // so that a pod container finds its sandbox's shim. Under 106 bytes.
 std::string SocketPath(const std::string& runtime_dir, const ShimFlags& f, const std::string& pod_id) {
-  std::string key = f.address + "/" + f.ns + "/" + pod_id;
-  unsigned char sum[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), sum);
-  return runtime_dir + "/shim/" + Hex(sum, 16) + ".sock";
+  return runtime_dir + "/shim/" + Sha256Hex(f.address + "/" + f.ns + "/" + pod_id).substr(0, 32) + ".sock";
 }
 
 // vmfactory's config for this shim: $VMF_CONFIG, else

@@ -60,18 +60,13 @@ TaskService::~TaskService() {
   // Stopping the VM ends every guest process and so every agent call the
   // waiters and stdio pumps are blocked in; the VM object stays until the
   // containers that point at it are gone.
-  cancel_.Cancel();
-  if (vm_) vm_->Stop();
+  EndVm();
   for (auto& [id, c] : containers) {
-    for (auto& [eid, p] : c->execs) {
-      if (p->waiter.joinable()) p->waiter.join();
-    }
-    if (c->init.waiter.joinable()) c->init.waiter.join();
+    JoinWaiters(c.get());
     Teardown(c.get());
   }
   containers.clear();
   vm_.reset();
-  if (!vm_bundle_.empty()) ::unlink(HandleFile(vm_bundle_).c_str());
 }
 
 void TaskService::StopVm() {
@@ -80,9 +75,20 @@ void TaskService::StopVm() {
     std::lock_guard<std::mutex> l(mu_);
     if (!containers_.empty()) return;
   }
+  EndVm();
+}
+
+void TaskService::EndVm() {
   cancel_.Cancel();
   if (vm_) vm_->Stop();
   if (!vm_bundle_.empty()) ::unlink(HandleFile(vm_bundle_).c_str());
+}
+
+void TaskService::JoinWaiters(Container* c) {
+  for (auto& [eid, p] : c->execs) {
+    if (p->waiter.joinable()) p->waiter.join();
+  }
+  if (c->init.waiter.joinable()) c->init.waiter.join();
 }
 
 uint32_t TaskService::TaskPid() const { return vm_ ? static_cast<uint32_t>(vm_->vmm_pid()) : 0; }
@@ -385,10 +391,7 @@ Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req)
     return r;
   }
   Container* c = gone_container.get();
-  for (auto& [eid, e] : c->execs) {
-    if (e->waiter.joinable()) e->waiter.join();
-  }
-  if (c->init.waiter.joinable()) c->init.waiter.join();
+  JoinWaiters(c);
   bool last = false;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -396,10 +399,7 @@ Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req)
   }
   // The last container takes the VM with it (nothing else could use it):
   // stopping it first spares the guest-side teardown and the disk's unplug.
-  if (last && vm_) {
-    cancel_.Cancel();
-    vm_->Stop();
-  }
+  if (last) EndVm();
   Teardown(c);
   ev::TaskDelete e;
   e.set_container_id(c->id);

@@ -117,6 +117,11 @@ class TaskService {
   void MarkExited(Container* c, Proc* p, uint32_t status);
   // Undoes what Create did for c (guest container, disk, image, mounts).
   void Teardown(Container* c);
+  // Waits for the threads that wait on c's processes (they end with them).
+  static void JoinWaiters(Container* c);
+  // Stops the VM (ending every guest process and agent call) and drops the
+  // handle file `delete` would need; the VM object stays for Teardown.
+  void EndVm();
   uint32_t TaskPid() const;
 
   ShimOptions opt_;
