@@ -1,6 +1,7 @@
 #include "container_cgroup.h"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -338,6 +339,44 @@ Result<grpc::CgroupStats> ContainerCgroup::Stats() const {
     s.mutable_pids_stats()->set_limit(ReadNumber(pids + "/pids.max"));
   }
   return s;
+}
+
+uint64_t ContainerCgroup::OomKills() const {
+  std::string mem = Dir("memory");
+  if (mem.empty()) return 0;
+  return KeyedValue(mem + (v2_ ? "/memory.events" : "/memory.oom_control"), "oom_kill");
+}
+
+Result<UniqueFd> ContainerCgroup::OpenOomNotifier() const {
+  std::string mem = Dir("memory");
+  if (mem.empty()) return Unavailable("the container's cgroup has no memory controller");
+  if (v2_) {
+    // kernfs wakes poll() with POLLPRI when the file changes; a read re-arms it.
+    UniqueFd fd(::open((mem + "/memory.events").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return ErrnoStatus(errno, "cannot open " + mem + "/memory.events");
+    DrainOomNotifier(fd.get());
+    return fd;
+  }
+  UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!efd) return ErrnoStatus(errno, "eventfd");
+  UniqueFd control(::open((mem + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!control) return ErrnoStatus(errno, "cannot open " + mem + "/memory.oom_control");
+  // The kernel keeps what it needs of control: it may be closed after this.
+  VMF_RETURN_IF_ERROR(
+      Write(mem + "/cgroup.event_control", std::to_string(efd.get()) + " " + std::to_string(control.get())));
+  return efd;
+}
+
+void ContainerCgroup::DrainOomNotifier(int fd) const {
+  char buf[512];
+  if (v2_) {
+    ::lseek(fd, 0, SEEK_SET);
+    while (::read(fd, buf, sizeof(buf)) < 0 && errno == EINTR) {
+    }
+    return;
+  }
+  while (::read(fd, buf, 8) < 0 && errno == EINTR) {
+  }
 }
 
 void ContainerCgroup::Remove() {

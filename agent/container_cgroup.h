@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "agent.pb.h"
+#include "common/fd.h"
 #include "common/status.h"
 
 namespace vmf::agent {
@@ -66,6 +67,16 @@ class ContainerCgroup {
   // total, per CPU on v1, user and system), tasks (current, limit). A limit of
   // 0 means none; what the kernel does not say is 0.
   Result<grpc::CgroupStats> Stats() const;
+  // How many of the group's processes the kernel's OOM killer killed (v2:
+  // memory.events oom_kill; v1: memory.oom_control oom_kill). 0 without a
+  // memory controller.
+  uint64_t OomKills() const;
+  // An fd that poll() reports ready when that count may have changed: v2,
+  // memory.events itself (POLLPRI); v1, an eventfd registered through
+  // cgroup.event_control (POLLIN). UNAVAILABLE without a memory controller.
+  // After each report, DrainOomNotifier(fd) re-arms it.
+  Result<UniqueFd> OpenOomNotifier() const;
+  void DrainOomNotifier(int fd) const;
   // Removes the group's dirs (retrying while the kernel still counts exiting
   // tasks), and the parent dir if it is now empty. Errors are logged.
   void Remove();

@@ -57,7 +57,13 @@ AgentService::AgentService(ReplyFn reply, Options options)
       opt_(std::move(options)),
       guest_(GuestOptions(opt_)),
       containers_(ContainerOptions(opt_)),
-      procs_(TableAnswers(), opt_) {}
+      procs_(TableAnswers(), opt_),
+      oom_(OomWatch::Answers{[this](uint32_t id, const std::string& cid) {
+                               grpc::OOMEvent e;
+                               e.set_container_id(cid);
+                               ReplyOk(id, e.SerializeAsString());
+                             },
+                             [this](uint32_t id, const Status& st) { ReplyError(id, st); }}) {}
 
 ProcessTable::Answers AgentService::TableAnswers() {
   ProcessTable::Answers a;
@@ -133,6 +139,7 @@ void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
     if (m == "ResumeContainer") return DoFreeze(id, payload, false);
     if (m == "UpdateContainer") return DoUpdateContainer(id, payload);
     if (m == "StatsContainer") return DoStatsContainer(id, payload);
+    if (m == "GetOOMEvent") return DoGetOomEvent(id, payload);
     if (m == "DestroySandbox") {
       grpc::DestroySandboxRequest r;
       if (!Parse(id, payload, &r)) return;
@@ -144,13 +151,25 @@ void AgentService::HandleRequest(uint32_t id, const ::ttrpc::Request& req) {
   ReplyError(id, Unimplemented("unknown method " + req.service() + "/" + m));
 }
 
-void AgentService::DropDeferred() { procs_.DropDeferred(); }
+void AgentService::DropDeferred() {
+  procs_.DropDeferred();
+  oom_.DropWaiters();
+}
 
-size_t AgentService::deferred_count() const { return procs_.deferred_count(); }
+size_t AgentService::deferred_count() const { return procs_.deferred_count() + oom_.waiter_count(); }
 
-void AgentService::AddPollFds(std::vector<pollfd>* fds) { procs_.AddPollFds(fds); }
+void AgentService::AddPollFds(std::vector<pollfd>* fds) {
+  size_t before = fds->size();
+  procs_.AddPollFds(fds);
+  procs_polled_ = fds->size() - before;
+  oom_.AddPollFds(fds);
+}
 
-void AgentService::HandlePollFds(const pollfd* fds, size_t count) { procs_.HandlePollFds(fds, count); }
+void AgentService::HandlePollFds(const pollfd* fds, size_t count) {
+  size_t procs = std::min(procs_polled_, count);
+  procs_.HandlePollFds(fds, procs);
+  oom_.HandlePollFds(fds + procs, count - procs);
+}
 
 void AgentService::ReapChildren() { procs_.ReapChildren(); }
 
@@ -310,6 +329,7 @@ void AgentService::DoCreateContainer(uint32_t id, const std::string& payload) {
     return ReplyError(id, Status(Code::kPermissionDenied, "CreateContainer is disabled"));
   st = containers_.Create(req);
   if (!st.ok()) return ReplyError(id, st);
+  oom_.Watch(req.container_id(), &containers_.Find(req.container_id())->cgroup);
   ReplyOk(id, grpc::Empty().SerializeAsString());
 }
 
@@ -361,6 +381,7 @@ void AgentService::DoRemoveContainer(uint32_t id, const std::string& payload) {
   if (c->cgroup.valid()) (void)c->cgroup.Freeze(false);
   Status st = procs_.RemoveContainer(c->id, timeout);
   if (!st.ok()) return ReplyError(id, st);
+  oom_.Forget(c->id);
   st = containers_.Remove(c->id);
   if (!st.ok()) return ReplyError(id, st);
   ReplyOk(id, grpc::Empty().SerializeAsString());
@@ -420,6 +441,12 @@ void AgentService::DoStatsContainer(uint32_t id, const std::string& payload) {
   grpc::StatsContainerResponse resp;
   *resp.mutable_cgroup_stats() = std::move(*stats);
   ReplyOk(id, resp.SerializeAsString());
+}
+
+void AgentService::DoGetOomEvent(uint32_t id, const std::string& payload) {
+  grpc::GetOOMEventRequest req;
+  if (!Parse(id, payload, &req)) return;
+  oom_.Request(id);
 }
 
 }  // namespace vmf::agent

@@ -48,6 +48,7 @@
 #include "common/status.h"
 #include "container.h"
 #include "guest_ops.h"
+#include "oom_watch.h"
 #include "process_table.h"
 #include "ttrpc.pb.h"
 
@@ -100,7 +101,8 @@ class AgentService {
   // answered). Processes and their buffered output are kept.
   void DropDeferred();
 
-  // poll() integration: AddPollFds appends the pipe fds to watch; after
+  // poll() integration: AddPollFds appends the fds to watch (the pipes,
+  // the containers' OOM notifiers); after
   // poll(), HandlePollFds gets exactly that range back (same order).
   void AddPollFds(std::vector<pollfd>* fds);
   void HandlePollFds(const pollfd* fds, size_t count);
@@ -138,6 +140,7 @@ class AgentService {
   void DoFreeze(uint32_t id, const std::string& payload, bool frozen);
   void DoUpdateContainer(uint32_t id, const std::string& payload);
   void DoStatsContainer(uint32_t id, const std::string& payload);
+  void DoGetOomEvent(uint32_t id, const std::string& payload);
   // The container id names a started container whose init still runs.
   Result<Container*> RunningContainer(const std::string& cid);
   // How the process table's read and wait answers become replies.
@@ -148,6 +151,8 @@ class AgentService {
   GuestOps guest_;
   Containers containers_;  // destroyed after procs_: the processes go first
   ProcessTable procs_;
+  OomWatch oom_;             // watches containers_' cgroups: destroyed first
+  size_t procs_polled_ = 0;  // how many fds of AddPollFds are procs_'
 };
 
 }  // namespace vmf::agent

@@ -176,6 +176,13 @@ Result<grpc::StatsContainerResponse> AgentClient::StatsContainer(const std::stri
   return resp;
 }
 
+Result<std::string> AgentClient::GetOomEvent(const Deadline& deadline) {
+  grpc::GetOOMEventRequest req;
+  grpc::OOMEvent resp;
+  VMF_RETURN_IF_ERROR(client_->Call("grpc.AgentService", "GetOOMEvent", req, &resp, deadline));
+  return resp.container_id();
+}
+
 Status AgentClient::OnlineCPUMem(uint32_t nb_cpus, bool cpu_only) {
   grpc::OnlineCPUMemRequest req;
   req.set_wait(true);

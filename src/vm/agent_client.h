@@ -69,6 +69,9 @@ class AgentClient {
   Status ResumeContainer(const std::string& container_id);
   Status UpdateContainer(const std::string& container_id, const grpc::LinuxResources& resources);
   Result<grpc::StatsContainerResponse> StatsContainer(const std::string& container_id);
+  // Blocks until a container of the VM has had a process OOM-killed (or the
+  // deadline): that container's id, as the guest says it (unchecked).
+  Result<std::string> GetOomEvent(const Deadline& deadline);
 
   Status OnlineCPUMem(uint32_t nb_cpus, bool cpu_only);
   Status ReseedRandomDev(const std::string& data);

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -78,8 +79,8 @@ class Rootfs {
     std::filesystem::copy_file("/bin/busybox", dir_ + "/bin/busybox");
     ::chmod((dir_ + "/bin/busybox").c_str(), 0755);
     for (const char* a :
-         {"sh",       "cat",  "echo", "hostname", "ls",   "id",  "sleep", "mount", "ps",    "touch",
-          "readlink", "grep", "stty", "tty",      "test", "pwd", "true",  "rm",    "mkdir", "wc"})
+         {"sh",   "cat",  "echo", "hostname", "ls",  "id",   "sleep", "mount", "ps", "touch", "readlink",
+          "grep", "stty", "tty",  "test",     "pwd", "true", "rm",    "mkdir", "wc", "dd"})
       std::filesystem::create_symlink("busybox", dir_ + "/bin/" + a);
     std::ofstream(dir_ + "/etc/marker") << "rootfs-marker\n";
     std::ofstream(dir_ + "/etc/secret") << "secret\n";
@@ -111,7 +112,7 @@ grpc::Spec BasicSpec(const std::string& root, const std::vector<std::string>& ar
 class AgentContainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    SetLogEnabled(false);
+    SetLogEnabled(getenv("VMF_AGENT_TEST_LOG") != nullptr);
     if (!CanRunContainers()) GTEST_SKIP() << "needs root and /bin/busybox (busybox-static)";
   }
   void TearDown() override { SetLogEnabled(true); }
@@ -913,6 +914,46 @@ TEST_F(AgentContainerTest, CgroupLimitsStatsUpdateAndFreezer) {
           << ctl;
     }
   }
+}
+
+// A container over its memory limit: the kernel's OOM killer ends its
+// process, and a GetOOMEvent call (deferred until then) names the
+// container; a call with nothing to report stays unanswered.
+TEST_F(AgentContainerTest, OomKillsAreReportedByGetOomEvent) {
+  Rootfs rootfs;
+  ChannelServer::Options opt;
+  opt.service.cgroup_parent = UniqueName("vmf-agent-test-");
+  TestPeer peer(opt);
+  // dd's 64 MiB buffer does not fit in 16 MiB.
+  grpc::Spec spec = BasicSpec(rootfs.dir(), {"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"});
+  spec.mutable_linux()->mutable_resources()->mutable_memory()->set_limit(16 << 20);
+  ::ttrpc::Response r = Create(peer, "oomc", "init", spec);
+  ASSERT_EQ(Code(r), 0) << r.status().message();
+  grpc::StatsContainerRequest sreq;
+  sreq.set_container_id("oomc");
+  if (Code(peer.Call(kSvc, "StatsContainer", sreq)) == 14) {
+    EXPECT_EQ(Code(Remove(peer, "oomc")), 0);
+    GTEST_SKIP() << "no cgroup hierarchy here";
+  }
+  const uint32_t oom_call = peer.NextId();
+  peer.SendRequest(oom_call, kSvc, "GetOOMEvent", grpc::GetOOMEventRequest());
+  peer.Drive(milliseconds(100));
+  EXPECT_FALSE(peer.HasFrame(oom_call));  // nothing yet: deferred
+  ASSERT_EQ(Code(Start(peer, "oomc")), 0);
+  EXPECT_EQ(Wait(peer, "oomc", "init"), 128 + SIGKILL);
+  std::optional<::ttrpc::Response> got = peer.WaitResponse(oom_call, std::chrono::seconds(5));
+  ASSERT_TRUE(got.has_value()) << "no OOM event";
+  ASSERT_EQ(Code(*got), 0) << got->status().message();
+  grpc::OOMEvent ev;
+  ASSERT_TRUE(ev.ParseFromString(got->payload()));
+  EXPECT_EQ(ev.container_id(), "oomc");
+  // One kill, one event: the next call waits.
+  const uint32_t again = peer.NextId();
+  peer.SendRequest(again, kSvc, "GetOOMEvent", grpc::GetOOMEventRequest());
+  peer.Drive(milliseconds(200));
+  EXPECT_FALSE(peer.HasFrame(again));
+  EXPECT_EQ(Code(Remove(peer, "oomc")), 0);
+  EXPECT_FALSE(peer.HasFrame(again));
 }
 
 // The mount point of a cgroup v2 hierarchy on this host, or "".
