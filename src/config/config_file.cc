@@ -387,6 +387,11 @@ class Loader {
                  [&](const toml::node& n, const std::string& key) {
                    if (auto v = Int(n, key, 1, kMaxTimeoutSeconds)) a.call_timeout = std::chrono::seconds(*v);
                  }},
+                {"health_timeout",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 0, kMaxTimeoutSeconds))
+                     a.health_timeout = std::chrono::seconds(*v);
+                 }},
             });
   }
 

@@ -17,6 +17,8 @@
 //   [agent]
 //   boot_timeout = 90                      # seconds, 1..3600
 //   call_timeout = 30                      # seconds, 1..3600
+//   health_timeout = 30                    # seconds, 0..3600: the shim ends a VM whose
+//                                          #   agent is silent this long (0: never)
 //
 //   [factory]
 //   enable_template = true

@@ -7,6 +7,7 @@
 #include "common/io.h"
 #include "common/log.h"
 #include "container/rootfs.h"
+#include "containerd/cgroups_metrics.pb.h"
 #include "containerd/events.pb.h"
 #include "containerd/runtimeoptions.pb.h"
 #include "daemon/acquire.h"
@@ -61,6 +62,8 @@ TaskService::~TaskService() {
   // waiters and stdio pumps are blocked in; the VM object stays until the
   // containers that point at it are gone.
   EndVm();
+  if (oom_relay_.joinable()) oom_relay_.join();
+  if (health_watch_.joinable()) health_watch_.join();
   for (auto& [id, c] : containers) {
     JoinWaiters(c.get());
     Teardown(c.get());
@@ -79,6 +82,11 @@ void TaskService::StopVm() {
 }
 
 void TaskService::EndVm() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    vm_ended_ = true;
+  }
+  monitors_cv_.notify_all();
   cancel_.Cancel();
   if (vm_) vm_->Stop();
   if (!vm_bundle_.empty()) ::unlink(HandleFile(vm_bundle_).c_str());
@@ -132,7 +140,63 @@ Status TaskService::EnsureVm(const container::BundleSpec& spec, const std::strin
   (void)WriteFileAtomic(HandleFile(bundle), h.SerializeAsString(), 0600);
   vm_bundle_ = bundle;
   vm_ = std::move(*vm);
+  StartMonitors();
   return OkStatus();
+}
+
+void TaskService::StartMonitors() {
+  oom_relay_ = std::thread([this] { RelayOomEvents(); });
+  if (opt_.config.vm.agent.health_timeout.count() > 0) health_watch_ = std::thread([this] { WatchHealth(); });
+}
+
+void TaskService::RelayOomEvents() {
+  for (;;) {
+    // One call outstanding at a time; the agent answers it at the next OOM
+    // kill, and the call fails when the VM ends.
+    Result<std::string> id = vm_->agent().GetOomEvent(Forever());
+    if (!id.ok()) {
+      if (id.status().code() == Code::kUnimplemented) return;  // an agent without OOM events
+      std::unique_lock<std::mutex> l(mu_);
+      if (monitors_cv_.wait_for(l, std::chrono::seconds(1), [&] { return vm_ended_ || shutting_down_; }))
+        return;
+      if (!vm_->Healthy()) return;
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = containers_.find(*id);
+      if (it == containers_.end()) continue;  // not ours (any more)
+      ++it->second->oom_kills;
+    }
+    spdlog::warn("container {}: a process was killed for lack of memory (OOM)", *id);
+    ev::TaskOOM e;
+    e.set_container_id(*id);
+    events_->Publish("/tasks/oom", e);
+  }
+}
+
+void TaskService::WatchHealth() {
+  const Duration timeout = opt_.config.vm.agent.health_timeout;
+  const Duration pause = std::min<Duration>(timeout / 2, std::chrono::seconds(5));
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (monitors_cv_.wait_for(l, pause, [&] { return vm_ended_ || shutting_down_; })) return;
+    }
+    Status st = vm_->agent().Check(Deadline(timeout));
+    if (st.ok()) continue;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (vm_ended_ || shutting_down_) return;
+    }
+    // Silent for the whole timeout, or its channel gone: its processes
+    // cannot be reached any more. Killing the VM ends every call into it,
+    // so each task exits (255) and its exit is published.
+    spdlog::error("shim {}: the guest of VM {} stopped answering ({}): ending the VM", opt_.id, vm_->id(),
+                  vm_->WithCauses(st).ToString());
+    cancel_.Cancel();
+    return;
+  }
 }
 
 Result<task::CreateTaskResponse> TaskService::Create(const task::CreateTaskRequest& req) {
@@ -509,11 +573,38 @@ Status TaskService::Update(const task::UpdateTaskRequest& req) {
 }
 
 Result<task::StatsResponse> TaskService::Stats(const task::StatsRequest& req) {
-  std::lock_guard<std::mutex> l(mu_);
-  VMF_RETURN_IF_ERROR(FindLocked(req.id(), "").status());
-  // CRI fails a whole ListContainerStats on an Any it cannot decode, and
-  // ignores NOT_FOUND: no cgroups Metrics yet, so NOT_FOUND.
-  return NotFound("stats of container " + req.id() + " are not available from vmfactory yet");
+  uint64_t oom_kills = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    VMF_ASSIGN_OR_RETURN(auto found, FindLocked(req.id(), ""));
+    oom_kills = found.first->oom_kills;
+  }
+  Result<grpc::StatsContainerResponse> got = vm_->agent().StatsContainer(req.id());
+  if (!got.ok()) return vm_->WithCauses(got.status()).WithContext("stats of container " + req.id());
+  // The guest's cgroup figures in the form runc's shim gives them (CRI and
+  // `ctr task metrics` read cgroups v1 Metrics whatever the host has).
+  const grpc::CgroupStats& cg = got->cgroup_stats();
+  io::containerd::cgroups::v1::Metrics m;
+  m.mutable_pids()->set_current(cg.pids_stats().current());
+  m.mutable_pids()->set_limit(cg.pids_stats().limit());
+  auto* cpu = m.mutable_cpu()->mutable_usage();
+  cpu->set_total(cg.cpu_stats().cpu_usage().total_usage());
+  cpu->set_kernel(cg.cpu_stats().cpu_usage().usage_in_kernelmode());
+  cpu->set_user(cg.cpu_stats().cpu_usage().usage_in_usermode());
+  for (uint64_t v : cg.cpu_stats().cpu_usage().percpu_usage()) cpu->add_per_cpu(v);
+  auto* mem = m.mutable_memory();
+  mem->set_cache(cg.memory_stats().cache());
+  mem->set_total_cache(cg.memory_stats().cache());
+  auto* usage = mem->mutable_usage();
+  usage->set_usage(cg.memory_stats().usage().usage());
+  usage->set_max(cg.memory_stats().usage().max_usage());
+  usage->set_limit(cg.memory_stats().usage().limit());
+  usage->set_failcnt(cg.memory_stats().usage().failcnt());
+  m.mutable_memory_oom_control()->set_oom_kill(oom_kills);
+  task::StatsResponse r;
+  r.mutable_stats()->set_type_url("io.containerd.cgroups.v1.Metrics");
+  r.mutable_stats()->set_value(m.SerializeAsString());
+  return r;
 }
 
 Result<task::ConnectResponse> TaskService::Connect(const task::ConnectRequest&) {

@@ -18,6 +18,12 @@
 // pids mean nothing on the host. Shutdown ends the shim only when no
 // container is left.
 //
+// A guest that stops answering (no health check answered for
+// agent.health_timeout) gets its VM killed, which ends its tasks with 255,
+// as when QEMU dies. The guest's OOM kills reach containerd as TaskOOM
+// events. Stats answers cgroups v1 Metrics (io.containerd.cgroups.v1), as
+// runc's and Kata's shims do.
+//
 // Each method may be called from many threads at once (the ttrpc server
 // runs each request on its own thread).
 #pragma once
@@ -106,6 +112,7 @@ class TaskService {
     std::string id, bundle;
     std::unique_ptr<container::GuestContainer> guest;  // its disk and guest state
     bool paused = false;
+    uint64_t oom_kills = 0;  // OOM events the guest reported for it
     Proc init;
     std::map<std::string, std::unique_ptr<Proc>> execs;
   };
@@ -123,6 +130,12 @@ class TaskService {
   // handle file `delete` would need; the VM object stays for Teardown.
   void EndVm();
   uint32_t TaskPid() const;
+  // The threads that live as long as the VM: one relays the guest's OOM
+  // events (GetOOMEvent) as TaskOOM; one ends a VM whose agent stops
+  // answering health checks (agent.health_timeout), which ends its tasks.
+  void StartMonitors();
+  void RelayOomEvents();
+  void WatchHealth();
 
   ShimOptions opt_;
   EventPublisher* events_;
@@ -135,6 +148,9 @@ class TaskService {
   std::string vm_bundle_;  // the bundle holding the VM's handle file
   std::map<std::string, std::unique_ptr<Container>> containers_;
   bool shutting_down_ = false;
+  std::thread oom_relay_, health_watch_;
+  std::condition_variable monitors_cv_;  // wakes the health watch when the VM ends
+  bool vm_ended_ = false;
 };
 
 }  // namespace vmf::shim

@@ -14,6 +14,9 @@ class HypervisorBackend;
 struct AgentConfig {
   Duration boot_timeout = std::chrono::seconds(90);  // until the agent first answers
   Duration call_timeout = std::chrono::seconds(30);  // default per agent call
+  // A long-lived user of a VM (the containerd shim) ends a VM whose agent
+  // has not answered a health check for this long (0: never checks).
+  Duration health_timeout = std::chrono::seconds(30);
 };
 
 struct ProxyConfig {

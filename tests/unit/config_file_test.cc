@@ -114,6 +114,7 @@ TEST_F(ConfigFileTest, FullValidFile) {
       "[agent]\n"
       "boot_timeout = 120\n"
       "call_timeout = 10\n"
+      "health_timeout = 0\n"
       "\n"
       "[factory]\n"
       "enable_template = false\n"
@@ -152,6 +153,7 @@ TEST_F(ConfigFileTest, FullValidFile) {
   EXPECT_EQ(h.qemu.accel, Accel::kTcg);
   EXPECT_EQ(c.vm.agent.boot_timeout, std::chrono::seconds(120));
   EXPECT_EQ(c.vm.agent.call_timeout, std::chrono::seconds(10));
+  EXPECT_EQ(c.vm.agent.health_timeout, std::chrono::seconds(0));
   EXPECT_FALSE(c.factory.enable_template);
   EXPECT_EQ(c.factory.template_path, "/srv/vmf/template");
   EXPECT_EQ(c.factory.vm_cache_number, 3);
@@ -263,6 +265,7 @@ TEST_F(ConfigFileTest, OtherRanges) {
             "hypervisor.qemu.kernel: must be an absolute path, got 'vmlinuz'"},
            {"[agent]\nboot_timeout = 0\n", "agent.boot_timeout: must be between 1 and 3600, got 0"},
            {"[agent]\ncall_timeout = 3601\n", "agent.call_timeout: must be between 1 and 3600, got 3601"},
+           {"[agent]\nhealth_timeout = -1\n", "agent.health_timeout: must be between 0 and 3600, got -1"},
            {"[factory]\nvm_cache_parallelism = 9\n",
             "factory.vm_cache_parallelism: must be between 1 and 8, got 9"},
            {"[factory]\ntemplate_path = \"rel/t\"\n", "factory.template_path: must be an absolute path"},
