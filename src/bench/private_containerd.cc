@@ -398,9 +398,13 @@ PrivateContainerd::~PrivateContainerd() { Stop(); }
 Result<CtrResult> PrivateContainerd::Ctr(const std::vector<std::string>& args, std::chrono::seconds timeout,
                                          const std::string& stdin_data,
                                          std::chrono::milliseconds stdin_eof_delay) {
+  return RunCommand(CtrArgv(args), timeout, stdin_data, stdin_eof_delay);
+}
+
+std::vector<std::string> PrivateContainerd::CtrArgv(const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {"ctr", "--address", address_, "--namespace", kNamespace};
   argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, timeout, stdin_data, stdin_eof_delay);
+  return argv;
 }
 
 std::vector<std::string> PrivateContainerd::RunArgs(const std::vector<std::string>& args) const {

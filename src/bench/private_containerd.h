@@ -99,6 +99,9 @@ class PrivateContainerd {
   Result<CtrResult> Ctr(const std::vector<std::string>& args, std::chrono::seconds timeout,
                         const std::string& stdin_data = "",
                         std::chrono::milliseconds stdin_eof_delay = std::chrono::milliseconds(0));
+  // The argv Ctr() runs (for a ctr started some other way: under a pty, or
+  // left running as `ctr events`).
+  std::vector<std::string> CtrArgv(const std::vector<std::string>& args) const;
   // "run --fifo-dir DIR/fifo --runc-root DIR/runc" + args: `ctr run` that
   // keeps its FIFOs and runc's state in the temp dir. (--runc-root only
   // matters to the runc runtime; ctr ignores it for any other.)

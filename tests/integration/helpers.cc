@@ -121,11 +121,12 @@ int CountVmDirsIn(const std::string& runtime_dir) {
   return n;
 }
 
-std::string WriteShimConfig(const std::string& runtime_dir) {
+std::string WriteShimConfig(const std::string& runtime_dir, const std::string& name,
+                            const std::string& agent) {
   const TemplateInfo& t = SharedTemplate();
   VMConfig c = TestConfig();
   std::filesystem::create_directories(runtime_dir);
-  const std::string path = runtime_dir + "/config.toml";
+  const std::string path = runtime_dir + "/" + name;
   std::ofstream(path) << "[hypervisor.qemu]\n"
                       << "kernel = \"" << c.hypervisor.kernel << "\"\n"
                       << "initrd = \"" << c.hypervisor.initrd << "\"\n"
@@ -133,7 +134,9 @@ std::string WriteShimConfig(const std::string& runtime_dir) {
                       << "template_path = \"" << t.root << "\"\n"
                       << "vm_cache_endpoint = \"" << runtime_dir << "/no-daemon.sock\"\n"
                       << "[runtime]\n"
-                      << "dir = \"" << runtime_dir << "\"\n";
+                      << "dir = \"" << runtime_dir << "\"\n"
+                      << "[agent]\n"
+                      << agent << "\n";
   return path;
 }
 

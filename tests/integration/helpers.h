@@ -37,9 +37,10 @@ int CountVmDirsIn(const std::string& runtime_dir);
 
 // A vmfactory config for the containerd shim (shim and pod tests): this
 // build's guest image, the shared template, no daemon, and runtime_dir as
-// its runtime dir (to count what is left there). Returns its path
-// (runtime_dir/config.toml).
-std::string WriteShimConfig(const std::string& runtime_dir);
+// its runtime dir (to count what is left there), and `agent` as the body of
+// its [agent] table. Returns its path (runtime_dir/name).
+std::string WriteShimConfig(const std::string& runtime_dir, const std::string& name = "config.toml",
+                            const std::string& agent = "");
 int CountOpenFds();
 
 }  // namespace vmf::testing

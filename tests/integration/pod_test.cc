@@ -240,6 +240,12 @@ TEST_F(PodTest, APodIsOneVmAndStoppingItLeavesNothing) {
   EXPECT_EQ(Trimmed(b1.out).size(), 36u) << b1.Describe();
   EXPECT_EQ(b1.out, b2.out) << "two VMs? " << b1.Describe() << " / " << b2.Describe();
   EXPECT_NE(b1.out, *host_boot_id) << "on the host's kernel";
+  // The kubelet's stats: CRI decodes the shim's cgroups Metrics (from the
+  // container's cgroup in the guest).
+  auto stats = cri_->ContainerStats(c1, 30s);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_GT(stats->memory().working_set_bytes().value(), 0u) << stats->DebugString();
+  EXPECT_GT(stats->cpu().usage_core_nano_seconds().value(), 0u) << stats->DebugString();
   // One pod: both containers in the sandbox's IPC and UTS namespaces (CRI
   // asks for them by the sandbox's /proc/PID/ns paths), each with its own root.
   auto n1 = Exec(c1, {"sh", "-c", "for n in ipc uts mnt; do readlink /proc/self/ns/$n; done"});

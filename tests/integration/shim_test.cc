@@ -1,16 +1,23 @@
 // containerd-shim-vmfactory-v2 under a real (private) containerd, driven
 // with ctr, on an image built offline: each container in a factory VM
 // (a clone of the shared template), with its own rootfs disk.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <termios.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "common/census.h"
+#include "common/fd.h"
 #include "common/io.h"
 #include "common/procfs.h"
 #include "helpers.h"
@@ -24,6 +31,19 @@ using namespace std::chrono_literals;
 constexpr char kRuntime[] = "io.containerd.vmfactory.v2";
 
 std::string ShimRuntimeDir() { return TestRuntimeDir() + "-shim"; }
+
+// The value of `name` in `ctr tasks metrics` output ("NAME   VALUE" lines); -1 if absent.
+long long MetricValue(const std::string& out, const std::string& name) {
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key;
+    long long v = -1;
+    if (fields >> key >> v && key == name) return v;
+  }
+  return -1;
+}
 
 class ShimTest : public ::testing::Test {
  protected:
@@ -172,6 +192,14 @@ TEST_F(ShimTest, DetachedTaskTakesExecKillAndDelete) {
   auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
   ASSERT_TRUE(ls.ok());
   EXPECT_NE(ls->out.find("RUNNING"), std::string::npos) << ls->Describe();
+  // Stats: cgroups v1 Metrics from the container's cgroup in the guest,
+  // which ctr decodes and prints.
+  auto m = ctrd_->Ctr({"tasks", "metrics", "det1"}, 30s);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->exit_code, 0) << m->Describe();
+  EXPECT_GT(MetricValue(m->out, "memory.usage_in_bytes"), 0) << m->Describe();
+  EXPECT_GT(MetricValue(m->out, "cpuacct.usage"), 0) << m->Describe();
+  EXPECT_EQ(MetricValue(m->out, "pids.current"), 1) << m->Describe();  // sleep
   auto k = ctrd_->Ctr({"tasks", "kill", "-s", "SIGKILL", "det1"}, 30s);
   ASSERT_TRUE(k.ok());
   EXPECT_EQ(k->exit_code, 0) << k->Describe();
@@ -219,6 +247,116 @@ TEST_F(ShimTest, AVmThatDiesEndsItsTaskAndLeavesNothing) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->exit_code, 0) << d->Describe();
   (void)ctrd_->Ctr({"containers", "delete", "dies1"}, 60s);
+  ExpectNothingLeft();
+}
+
+// A guest that stops answering (its QEMU stopped, as a hung or malicious
+// guest would look) is ended after agent.health_timeout: the task stops, and
+// its delete leaves nothing.
+TEST_F(ShimTest, AGuestThatStopsAnsweringEndsItsTaskAndLeavesNothing) {
+  const std::string config = WriteShimConfig(ShimRuntimeDir(), "silent.toml", "health_timeout = 3");
+  auto r = ctrd_->Ctr(ctrd_->RunArgs({"-d", "--runtime", kRuntime, "--runtime-config-path", config,
+                                      test::kTestImageRef, "silent1", "sleep", "1000"}),
+                      180s);
+  ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->Describe() : r.status().ToString());
+  pid_t qemu = FindProcessMentioningAll({ShimRuntimeDir() + "/vm/", "qemu-system"});
+  ASSERT_GT(qemu, 0);
+  ASSERT_EQ(::kill(qemu, SIGSTOP), 0);
+  bool stopped = false;
+  std::string out;
+  for (int i = 0; i < 600 && !stopped; ++i) {
+    auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
+    out = ls.ok() ? ls->out : ls.status().ToString();
+    stopped = out.find("STOPPED") != std::string::npos;
+    if (!stopped) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(stopped) << out << ctrd_->log();
+  if (!stopped) ::kill(qemu, SIGKILL);
+  auto d = ctrd_->Ctr({"tasks", "delete", "silent1"}, 60s);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->exit_code, 0) << d->Describe();
+  (void)ctrd_->Ctr({"containers", "delete", "silent1"}, 60s);
+  ExpectNothingLeft();
+}
+
+// A container over its memory limit: the guest kernel's OOM killer ends
+// the process (137, as with runc) and containerd gets a TaskOOM event.
+TEST_F(ShimTest, AContainerOverItsMemoryLimitIsOomKilledAndContainerdIsTold) {
+  const std::string events_file = ShimRuntimeDir() + "/oom-events.txt";
+  UniqueFd events_out(::open(events_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  ASSERT_TRUE(events_out.valid());
+  SpawnOptions so;
+  so.stdout_fd = events_out.get();
+  auto events = ChildProcess::Spawn(ctrd_->CtrArgv({"events"}), so);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  std::this_thread::sleep_for(300ms);  // subscribed before the container runs
+  // dd's 64 MiB buffer does not fit in 32 MiB.
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs({"--rm", "--runtime", kRuntime, "--memory-limit", "33554432", test::kTestImageRef,
+                      "oom1", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"}),
+      180s);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 137) << r->Describe();
+  std::string seen;
+  for (int i = 0; i < 100; ++i) {
+    if (auto f = ReadFile(events_file); f.ok()) seen = *f;
+    if (seen.find("/tasks/oom") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(seen.find("/tasks/oom"), std::string::npos) << seen << ctrd_->log();
+  EXPECT_NE(seen.find("oom1"), std::string::npos) << seen;
+  events->Signal(SIGKILL);
+  (void)events->Wait(Deadline(10s));
+  ::unlink(events_file.c_str());
+  (void)ctrd_->Ctr({"containers", "delete", "oom1"}, 60s);
+  ExpectNothingLeft();
+}
+
+// `ctr run -t`: the container's shell on a terminal (ctr's own stdio is a
+// pty here), with the window size ctr sets and the shell's exit status.
+TEST_F(ShimTest, CtrRunTGivesTheContainerATerminal) {
+  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  ASSERT_TRUE(master.valid());
+  ASSERT_EQ(::grantpt(master.get()), 0);
+  ASSERT_EQ(::unlockpt(master.get()), 0);
+  struct winsize ws = {};
+  ws.ws_row = 31;
+  ws.ws_col = 97;
+  ASSERT_EQ(::ioctl(master.get(), TIOCSWINSZ, &ws), 0);
+  UniqueFd slave(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY | O_CLOEXEC));
+  ASSERT_TRUE(slave.valid());
+  SpawnOptions so;
+  so.stdin_fd = so.stdout_fd = so.stderr_fd = slave.get();
+  auto ctr = ChildProcess::Spawn(ctrd_->CtrArgv(ctrd_->RunArgs({"--rm", "-t", "--runtime", kRuntime,
+                                                                test::kTestImageRef, "tty1", "sh"})),
+                                 so);
+  ASSERT_TRUE(ctr.ok()) << ctr.status().ToString();
+  slave.reset();
+  // Reads what the terminal shows until `want` appears, ctr is gone (EIO)
+  // or the time is up.
+  std::string screen;
+  auto read_until = [&](const std::string& want, std::chrono::seconds limit) {
+    Deadline d(limit);
+    while (screen.find(want) == std::string::npos && !d.expired()) {
+      pollfd p{master.get(), POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::read(master.get(), buf, sizeof(buf));
+      if (n <= 0) break;
+      screen.append(buf, static_cast<size_t>(n));
+    }
+    return screen.find(want) != std::string::npos;
+  };
+  EXPECT_TRUE(read_until("# ", 180s)) << screen << ctrd_->log();  // the shell's prompt
+  const std::string cmds = "stty size; tty; echo $((6*7))x; exit 3\r";
+  ASSERT_EQ(::write(master.get(), cmds.data(), cmds.size()), static_cast<ssize_t>(cmds.size()));
+  EXPECT_TRUE(read_until("42x", 60s)) << screen;
+  EXPECT_NE(screen.find("31 97"), std::string::npos) << screen;
+  EXPECT_NE(screen.find("/dev/pts/"), std::string::npos) << screen;
+  auto code = ctr->Wait(Deadline(60s));
+  ASSERT_TRUE(code.ok()) << code.status().ToString() << screen;
+  EXPECT_TRUE(WIFEXITED(*code) && WEXITSTATUS(*code) == 3) << *code << " " << screen;
+  (void)ctrd_->Ctr({"containers", "delete", "tty1"}, 60s);
   ExpectNothingLeft();
 }
 

@@ -197,6 +197,17 @@ Result<rt::ContainerStatus> CriClient::ContainerStatus(const std::string& id, mi
   return resp.status();
 }
 
+Result<rt::ContainerStats> CriClient::ContainerStats(const std::string& id, milliseconds timeout) {
+  rt::ContainerStatsRequest req;
+  req.set_container_id(id);
+  VMF_ASSIGN_OR_RETURN(
+      rt::ContainerStatsResponse resp,
+      Call<rt::ContainerStatsResponse>("RuntimeService.ContainerStats", timeout, [&](auto* ctx, auto* resp) {
+        return runtime_->ContainerStats(ctx, req, resp);
+      }));
+  return resp.stats();
+}
+
 Result<std::vector<rt::Container>> CriClient::ListContainers(const std::string& pod_id,
                                                              milliseconds timeout) {
   rt::ListContainersRequest req;

@@ -77,6 +77,8 @@ class CriClient {
   Result<runtime::v1::ContainerStatus> ContainerStatus(const std::string& id,
                                                        std::chrono::milliseconds timeout);
   // pod_id empty: every pod's.
+  Result<runtime::v1::ContainerStats> ContainerStats(const std::string& id,
+                                                     std::chrono::milliseconds timeout);
   Result<std::vector<runtime::v1::Container>> ListContainers(const std::string& pod_id,
                                                              std::chrono::milliseconds timeout);
   // Runs cmd in the container and collects its output; the command gets
