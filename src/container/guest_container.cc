@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 #include <random>
 
@@ -24,6 +25,14 @@ std::string NewDiskSerial() {
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
   return std::string("vmf") + buf;
 }
+
+// Removes a staging tree (made by root, holding anything) when it goes.
+struct TreeGone {
+  std::string dir;
+  ~TreeGone() {
+    (void)RunProgram({"rm", "-rf", "--one-file-system", dir}, Deadline(std::chrono::minutes(5)));
+  }
+};
 
 int64_t MsSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
@@ -61,12 +70,7 @@ Result<std::unique_ptr<GuestContainer>> GuestContainer::Create(VM* vm, const std
   const std::string binds_point = std::string(kGuestContainersDir) + "/" + id + "/binds";
   if (!binds.empty()) {
     const std::string stage = vm->dir() + "/binds-" + id;
-    struct StageGone {
-      std::string dir;
-      ~StageGone() {
-        (void)RunProgram({"rm", "-rf", "--one-file-system", dir}, Deadline(std::chrono::minutes(5)));
-      }
-    } stage_gone{stage};
+    TreeGone stage_gone{stage};
     VMF_RETURN_IF_ERROR(MakeDirs(stage));
     for (size_t i = 0; i < binds.size(); ++i) {
       const HostBind& b = binds[i];
@@ -78,6 +82,8 @@ Result<std::unique_ptr<GuestContainer>> GuestContainer::Create(VM* vm, const std
                                      Deadline(std::chrono::minutes(10)))
                               .status()
                               .WithContext("copy the bind mount source " + b.source));
+      const bool ro = std::find(b.options.begin(), b.options.end(), "ro") != b.options.end();
+      c->write_back_.push_back(ro ? "" : b.source);
       auto* m = spec.add_mounts();
       m->set_destination(b.destination);
       m->set_source(binds_point + "/" + std::to_string(i));
@@ -127,9 +133,11 @@ Status GuestContainer::Start() {
 }
 
 GuestContainer::~GuestContainer() {
+  bool removed = false;
   if (in_guest_ && vm_->Healthy()) {
     Status st = vm_->agent().RemoveContainer(id_, 10);
     if (!st.ok()) vm_->log().warn("container {}: remove in the guest: {}", id_, st.ToString());
+    removed = st.ok();  // its processes gone and its disks unmounted (written out)
   }
   if (disk_added_ && vm_->Healthy()) {
     Status st = vm_->RemoveDisk(serial_);
@@ -139,8 +147,34 @@ GuestContainer::~GuestContainer() {
     Status st = vm_->RemoveDisk(binds_serial_);
     if (!st.ok()) vm_->log().warn("container {}: remove the binds disk: {}", id_, st.ToString());
   }
+  if (writes_back()) {
+    if (removed) {
+      CopyBack();
+    } else {
+      vm_->log().warn("container {}: what it wrote to its read-write binds is lost (its VM is gone)", id_);
+    }
+  }
   if (!image_.empty()) ::unlink(image_.c_str());
   if (!binds_image_.empty()) ::unlink(binds_image_.c_str());
+}
+
+void GuestContainer::CopyBack() {
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < write_back_.size(); ++i) {
+    if (!write_back_[i].empty()) paths.push_back("/" + std::to_string(i));
+  }
+  if (paths.empty()) return;
+  const std::string out = vm_->dir() + "/binds-out-" + id_;
+  TreeGone out_gone{out};
+  Status st = MakeDirs(out);
+  if (st.ok()) st = ExtractFromImage(binds_image_, paths, out);
+  for (size_t i = 0; st.ok() && i < write_back_.size(); ++i) {
+    if (write_back_[i].empty()) continue;
+    Status one = MirrorTree(out + "/" + std::to_string(i), write_back_[i]);
+    if (!one.ok()) vm_->log().warn("container {}: {}", id_, one.ToString());
+  }
+  if (!st.ok())
+    vm_->log().warn("container {}: its read-write binds were not copied back: {}", id_, st.ToString());
 }
 
 }  // namespace vmf::container

@@ -3,6 +3,10 @@
 // dir (rootfs.h), the image hot-added as a disk, and the agent's container
 // (CreateContainer) with its root on that disk. Destroying it undoes all
 // three: the guest container (its processes killed), the disk, the image.
+// Host binds are copies on a second disk; what the container wrote to its
+// read-write binds is copied back to their host sources when it is
+// destroyed (after its processes are gone and the guest has unmounted the
+// disk), while its VM still runs.
 //
 //   VMF_ASSIGN_OR_RETURN(auto c, GuestContainer::Create(vm, "c1", "/path/rootfs", spec));
 //   VMF_RETURN_IF_ERROR(c->Start());          // the spec's process runs
@@ -33,11 +37,12 @@ class GuestContainer {
   // spec.Root.Path is replaced by the guest's mount point. free_mib: room
   // to write in the image beyond the tree.
   // binds: host paths bound into the container, copied into a second disk
-  // (read-only binds stay read-only in the container; writes to the others
-  // stay in the copy).
+  // (read-only binds stay read-only in the container; the others are
+  // copied back at the end, see above).
   static Result<std::unique_ptr<GuestContainer>> Create(VM* vm, const std::string& id,
                                                         const std::string& rootfs_dir, grpc::Spec spec,
-                                                        uint32_t free_mib = 256, ContainerTimes* times = nullptr,
+                                                        uint32_t free_mib = 256,
+                                                        ContainerTimes* times = nullptr,
                                                         const std::vector<HostBind>& binds = {});
   ~GuestContainer();
   GuestContainer(const GuestContainer&) = delete;
@@ -49,6 +54,9 @@ class GuestContainer {
   // The init process, for the agent's stream and wait calls.
   ProcId init() const { return ProcId(id_, id_); }
   const std::string& disk_serial() const { return serial_; }
+  // Whether destroying it copies read-write binds back (its VM must still
+  // run then, or the writes are lost).
+  bool writes_back() const { return !write_back_.empty(); }
 
  private:
   GuestContainer(VM* vm, std::string id) : vm_(vm), id_(std::move(id)) {}
@@ -59,6 +67,9 @@ class GuestContainer {
   std::string binds_serial_, binds_image_;  // the copy of the host binds, if any
   bool binds_added_ = false;
   bool in_guest_ = false;
+  std::vector<std::string> write_back_;  // by bind index: the host source of a read-write bind, or ""
+  // Copies the read-write binds out of the binds image onto their sources.
+  void CopyBack();
 };
 
 }  // namespace vmf::container

@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <map>
 #include <mutex>
 
+#include "common/fd.h"
 #include "common/io.h"
 #include "common/process.h"
 
@@ -126,6 +128,123 @@ Status BuildRootfsImage(const std::string& dir, const std::string& image, uint32
     return made.status().WithContext("cannot make the rootfs image of " + dir);
   }
   return OkStatus();
+}
+
+Status ExtractFromImage(const std::string& image, const std::vector<std::string>& paths,
+                        const std::string& dest_dir) {
+  // debugfs takes one request line: nothing in it may need quoting.
+  auto plain = [](const std::string& p) {
+    return !p.empty() && p[0] == '/' && p.find_first_of(" \t\n\"'\\") == std::string::npos;
+  };
+  if (!plain(dest_dir)) return InvalidArgument("cannot extract into '" + dest_dir + "'");
+  std::string request = "rdump";
+  for (const std::string& p : paths) {
+    if (!plain(p)) return InvalidArgument("cannot extract '" + p + "' from an image");
+    request += " " + p;
+  }
+  request += " " + dest_dir;
+  VMF_RETURN_IF_ERROR(
+      RunProgram({"debugfs", "-R", request, image}, Deadline(std::chrono::minutes(10))).status());
+  // debugfs reports a missing path on stderr and still exits 0.
+  for (const std::string& p : paths) {
+    std::string leaf = p.substr(p.rfind('/') + 1);
+    struct stat st {};
+    if (::lstat((dest_dir + "/" + leaf).c_str(), &st) != 0) {
+      return NotFound("no " + p + " in the image " + image);
+    }
+  }
+  return OkStatus();
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kMaxMirrorDepth = 256;
+
+Status FsError(const std::error_code& ec, const std::string& what) {
+  return Internal(what + ": " + ec.message());
+}
+
+// Copies owner and mode of `from` to `to` (not following a symlink).
+Status CopyOwnerAndMode(const fs::path& from, const fs::path& to, bool symlink) {
+  struct stat st {};
+  if (::lstat(from.c_str(), &st) != 0) return ErrnoStatus(errno, "lstat " + from.string());
+  if (::lchown(to.c_str(), st.st_uid, st.st_gid) != 0) return ErrnoStatus(errno, "lchown " + to.string());
+  if (!symlink && ::chmod(to.c_str(), st.st_mode & 07777) != 0)
+    return ErrnoStatus(errno, "chmod " + to.string());
+  return OkStatus();
+}
+
+Status MirrorEntry(const fs::path& from, const fs::path& to, int depth) {
+  if (depth > kMaxMirrorDepth) return InvalidArgument("tree deeper than " + std::to_string(kMaxMirrorDepth));
+  std::error_code ec;
+  const fs::file_status fst = fs::symlink_status(from, ec);
+  if (ec) return FsError(ec, from.string());
+  const fs::file_status tst = fs::symlink_status(to, ec);
+  const bool to_exists = !ec && fs::exists(tst);
+  auto clear = [&]() -> Status {
+    std::error_code rec;
+    fs::remove_all(to, rec);  // does not follow symlinks
+    if (rec) return FsError(rec, "remove " + to.string());
+    return OkStatus();
+  };
+  if (fs::is_symlink(fst)) {
+    fs::path target = fs::read_symlink(from, ec);
+    if (ec) return FsError(ec, from.string());
+    if (to_exists) VMF_RETURN_IF_ERROR(clear());
+    fs::create_symlink(target, to, ec);
+    if (ec) return FsError(ec, "symlink " + to.string());
+    return CopyOwnerAndMode(from, to, true);
+  }
+  if (fs::is_directory(fst)) {
+    if (to_exists && !fs::is_directory(tst)) VMF_RETURN_IF_ERROR(clear());
+    if (!to_exists || !fs::is_directory(tst)) {
+      fs::create_directory(to, ec);
+      if (ec) return FsError(ec, "mkdir " + to.string());
+    }
+    std::vector<fs::path> gone;
+    for (auto it = fs::directory_iterator(to, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      std::error_code sec;
+      if (!fs::exists(fs::symlink_status(from / it->path().filename(), sec))) gone.push_back(it->path());
+    }
+    if (ec) return FsError(ec, "list " + to.string());
+    for (const fs::path& g : gone) {
+      fs::remove_all(g, ec);
+      if (ec) return FsError(ec, "remove " + g.string());
+    }
+    for (auto it = fs::directory_iterator(from, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      VMF_RETURN_IF_ERROR(MirrorEntry(it->path(), to / it->path().filename(), depth + 1));
+    }
+    if (ec) return FsError(ec, "list " + from.string());
+    return CopyOwnerAndMode(from, to, false);
+  }
+  if (fs::is_regular_file(fst)) {
+    if (to_exists && !fs::is_regular_file(tst)) VMF_RETURN_IF_ERROR(clear());
+    // In place: the file keeps its inode (a bind source may be a mount point).
+    UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!in) return ErrnoStatus(errno, "open " + from.string());
+    UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!out) return ErrnoStatus(errno, "open " + to.string());
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(in.get(), buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoStatus(errno, "read " + from.string());
+      if (n == 0) break;
+      VMF_RETURN_IF_ERROR(WriteAll(out.get(), std::string_view(buf, static_cast<size_t>(n)),
+                                   Deadline(std::chrono::minutes(1))));
+    }
+    return CopyOwnerAndMode(from, to, false);
+  }
+  return OkStatus();  // a device, FIFO or socket: not carried back
+}
+
+}  // namespace
+
+Status MirrorTree(const std::string& from, const std::string& to) {
+  return MirrorEntry(from, to, 0).WithContext("copy " + from + " back to " + to);
 }
 
 }  // namespace vmf::container

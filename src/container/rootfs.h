@@ -32,4 +32,19 @@ Status UnmountRootfs(const std::string& target);
 // missing, FAILED_PRECONDITION if it is empty (no rootfs).
 Status BuildRootfsImage(const std::string& dir, const std::string& image, uint32_t free_mib);
 
+// Copies `paths` (absolute paths in an ext4 image) out of image into
+// dest_dir, each as dest_dir/<its last component>, owners and modes kept,
+// symlinks as symlinks. The image is read in user space (e2fsprogs'
+// debugfs), never mounted on the host: a guest wrote it. NOT_FOUND naming a
+// path the image does not have.
+Status ExtractFromImage(const std::string& image, const std::vector<std::string>& paths,
+                        const std::string& dest_dir);
+
+// Makes `to` hold what `from` holds: a file's bytes; for a directory, every
+// entry (recursively) added, replaced or removed to match, symlinks copied
+// as symlinks (never followed, on either side), owners and modes kept;
+// devices, FIFOs and sockets are left out. `to` itself stays where it is
+// (a file is rewritten in place), so a bind source keeps its identity.
+Status MirrorTree(const std::string& from, const std::string& to);
+
 }  // namespace vmf::container

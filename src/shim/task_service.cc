@@ -462,9 +462,12 @@ Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req)
     last = containers_.empty();
   }
   // The last container takes the VM with it (nothing else could use it):
-  // stopping it first spares the guest-side teardown and the disk's unplug.
-  if (last) EndVm();
+  // stopping it first spares the guest-side teardown and the disk's unplug,
+  // unless the container has read-write binds to copy back (which needs
+  // the guest to let go of them first).
+  if (last && !c->guest->writes_back()) EndVm();
   Teardown(c);
+  if (last) EndVm();
   ev::TaskDelete e;
   e.set_container_id(c->id);
   e.set_pid(r.pid());

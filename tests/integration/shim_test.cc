@@ -157,26 +157,40 @@ TEST_F(ShimTest, WritesStayInTheirContainer) {
 }
 
 // Host paths bound into the container arrive as copies: read-only binds
-// stay read-only, and nothing the container writes reaches the host.
-TEST_F(ShimTest, HostBindMountsAreCopiedIn) {
+// stay read-only; what the container writes to a read-write bind reaches
+// the host when it ends (symlinks as symlinks, removals too).
+TEST_F(ShimTest, HostBindMountsAreCopiedInAndReadWriteOnesBack) {
   const std::string dir = ShimRuntimeDir() + "/bind-src";
+  std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/hello") << "from the host\n";
   const std::string file = ShimRuntimeDir() + "/bind-file";
   std::ofstream(file) << "one file\n";
+  const std::string rw = ShimRuntimeDir() + "/bind-rw";
+  std::filesystem::remove_all(rw);
+  std::filesystem::create_directories(rw);
+  std::ofstream(rw + "/keep") << "kept\n";
+  std::ofstream(rw + "/remove") << "to be removed\n";
   auto r = ctrd_->Ctr(
       ctrd_->RunArgs(
           {"--rm", "--runtime", kRuntime, "--mount", "type=bind,src=" + dir + ",dst=/data,options=rbind:ro",
-           "--mount", "type=bind,src=" + file + ",dst=/etc/one,options=rbind:rw", test::kTestImageRef,
-           "binds1", "sh", "-c",
+           "--mount", "type=bind,src=" + file + ",dst=/etc/one,options=rbind:rw", "--mount",
+           "type=bind,src=" + rw + ",dst=/rw,options=rbind:rw", test::kTestImageRef, "binds1", "sh", "-c",
            "cat /data/hello /etc/one; echo x > /data/new && echo wrote-ro; echo changed > /etc/one; "
-           "cat /etc/one"}),
+           "cat /etc/one; echo made > /rw/new; rm /rw/remove; mkdir /rw/sub; echo deep > /rw/sub/f; "
+           "ln -s /etc/shadow /rw/evil"}),
       180s);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->out, "from the host\none file\nchanged\n") << r->Describe();
   EXPECT_NE(r->err.find("Read-only file system"), std::string::npos) << r->Describe();
   EXPECT_FALSE(std::filesystem::exists(dir + "/new"));
-  EXPECT_EQ(*ReadFile(file), "one file\n") << "a copy, not the host's file";
+  EXPECT_EQ(*ReadFile(file), "changed\n") << "a read-write file bind is copied back";
+  EXPECT_EQ(*ReadFile(rw + "/keep"), "kept\n");
+  EXPECT_EQ(*ReadFile(rw + "/new"), "made\n");
+  EXPECT_EQ(*ReadFile(rw + "/sub/f"), "deep\n");
+  EXPECT_FALSE(std::filesystem::exists(rw + "/remove"));
+  ASSERT_TRUE(std::filesystem::is_symlink(std::filesystem::symlink_status(rw + "/evil")));
+  EXPECT_EQ(std::filesystem::read_symlink(rw + "/evil"), "/etc/shadow");
   ExpectNothingLeft();
 }
 
