@@ -68,8 +68,6 @@ std::string Trimmed(std::string s) {
 // Makes <dev_root>/<name> from <sysfs>/block/<name>/dev unless it exists.
 Result<std::string> EnsureBlockNode(const StorageConfig& c, const std::string& name) {
   std::string path = c.dev_root + "/" + name;
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0) return path;
   std::string devno;
   std::string dev_file = c.sysfs_root + "/block/" + name + "/dev";
   if (!ReadSmallFile(dev_file, &devno)) return ErrnoStatus(errno, "read " + dev_file);
@@ -79,9 +77,24 @@ Result<std::string> EnsureBlockNode(const StorageConfig& c, const std::string& n
   const char* minor_start = end + 1;
   unsigned long minor = std::strtoul(minor_start, &end, 10);
   if (end == minor_start || *end != '\0') return DataLoss(dev_file + ": '" + devno + "' is not MAJOR:MINOR");
-  if (::mknod(path.c_str(), S_IFBLK | 0600, makedev(major, minor)) != 0 && errno != EEXIST)
+  const dev_t want = makedev(major, minor);
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (S_ISBLK(st.st_mode) && st.st_rdev == want) return path;
+    ::unlink(path.c_str());  // a node left from an earlier disk of that name
+  }
+  if (::mknod(path.c_str(), S_IFBLK | 0600, want) != 0 && errno != EEXIST)
     return ErrnoStatus(errno, "mknod " + path);
   return path;
+}
+
+// Whether the disk behind node can be opened yet: its sysfs entry appears a
+// moment before the kernel lets it be opened (ENXIO until then).
+bool BlockDeviceOpens(const std::string& node) {
+  int fd = ::open(node.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
 }
 
 }  // namespace
@@ -174,10 +187,16 @@ Result<std::string> WaitBlockDevice(const StorageConfig& c, const std::string& s
   auto deadline = std::chrono::steady_clock::now() + c.wait;
   while (true) {
     Result<std::string> dev = FindBlockDevice(c.sysfs_root, serial);
-    if (dev.ok()) return EnsureBlockNode(c, *dev);
+    Status why = dev.status();
+    if (dev.ok()) {
+      Result<std::string> node = EnsureBlockNode(c, *dev);
+      if (!node.ok()) return node.status();
+      if (c.opens ? c.opens(*node) : BlockDeviceOpens(*node)) return node;
+      why = Unavailable("cannot open " + *node + " yet");
+    }
     if (std::chrono::steady_clock::now() >= deadline)
       return DeadlineExceeded("no block device with serial '" + serial + "' appeared in " +
-                              std::to_string(c.wait.count()) + " ms (" + dev.status().message() + ")");
+                              std::to_string(c.wait.count()) + " ms (" + why.message() + ")");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,9 @@ struct StorageConfig {
   std::string sysfs_root = "/sys";
   std::string dev_root = "/dev";
   std::chrono::milliseconds wait{10000};
+  // Whether a found disk's node can be opened yet (a disk shows in sysfs a
+  // moment before it can be: ENXIO). Empty: open(2) it. A test seam.
+  std::function<bool(const std::string& node)> opens;
 };
 
 // A storage mounted by MountStorage.

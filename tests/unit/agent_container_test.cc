@@ -339,6 +339,9 @@ TEST(AgentContainerPureTest, BlockDeviceFoundBySerialAndItsNodeMade) {
   c.sysfs_root = sys.root();
   c.dev_root = dev.root();
   c.wait = milliseconds(50);
+  // The first look finds the disk not openable yet (ENXIO): it is waited for.
+  int opens = 0;
+  c.opens = [&](const std::string&) { return ++opens > 1; };
   Result<std::string> none = WaitBlockDevice(c, "vmf-disk-1");
   EXPECT_EQ(none.status().code(), Code::kDeadlineExceeded);
   EXPECT_NE(none.status().message().find("vmf-disk-1"), std::string::npos);
@@ -362,9 +365,15 @@ TEST(AgentContainerPureTest, BlockDeviceFoundBySerialAndItsNodeMade) {
   EXPECT_TRUE(S_ISBLK(st.st_mode));
   EXPECT_EQ(major(st.st_rdev), 254u);
   EXPECT_EQ(minor(st.st_rdev), 16u);
+  EXPECT_EQ(opens, 2);
   EXPECT_EQ(*FindBlockDevice(sys.root(), "root-disk"), "vda");
-  // An existing node is kept as it is.
+  // An existing node is kept as it is; one of an earlier disk (another
+  // device number) is made again.
   EXPECT_EQ(*WaitBlockDevice(c, "vmf-disk-1"), dev.root() + "/vdb");
+  sys.Write("block/vdb/dev", "254:32\n");
+  EXPECT_EQ(*WaitBlockDevice(c, "vmf-disk-1"), dev.root() + "/vdb");
+  ASSERT_EQ(::stat(path->c_str(), &st), 0);
+  EXPECT_EQ(minor(st.st_rdev), 32u);
 }
 
 TEST(AgentContainerPureTest, LocalStorageMountedAndRemovedInAPrivateNamespace) {
