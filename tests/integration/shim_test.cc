@@ -399,6 +399,29 @@ TEST_F(ShimTest, AnEmptyRootfsIsAClearError) {
   ExpectNothingLeft();
 }
 
+// A rootfs that is not there, and a spec the shim cannot serve (no
+// process args): each a clear error from `ctr run`, and nothing left.
+TEST_F(ShimTest, AMissingRootfsAndABadSpecAreClearErrorsAndLeaveNothing) {
+  const std::string missing = ShimRuntimeDir() + "/no-such-rootfs";
+  auto r = ctrd_->Ctr(
+      ctrd_->RunArgs({"--rm", "--runtime", kRuntime, "--rootfs", missing, "missing1", "/bin/true"}), 180s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->exit_code, 0) << r->Describe();
+  EXPECT_NE(r->err.find("no-such-rootfs"), std::string::npos) << r->Describe();
+  (void)ctrd_->Ctr({"containers", "delete", "missing1"}, 60s);
+  ExpectNothingLeft();
+
+  const std::string spec = ShimRuntimeDir() + "/bad-spec.json";
+  std::ofstream(spec) << R"({"ociVersion": "1.0.2", "process": {"args": [], "cwd": "/"},
+                            "root": {"path": "rootfs"}, "linux": {}})";
+  r = ctrd_->Ctr(ctrd_->RunArgs({"--rm", "--runtime", kRuntime, "--config", spec, "badspec1"}), 180s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->exit_code, 0) << r->Describe();
+  EXPECT_NE(r->err.find("args"), std::string::npos) << r->Describe();
+  (void)ctrd_->Ctr({"containers", "delete", "badspec1"}, 60s);
+  ExpectNothingLeft();
+}
+
 // The bench's container mode: runc against the shim from each source, and a
 // pod's memory, all measured (numbers printed, not asserted).
 TEST_F(ShimTest, TheBenchsContainerModeMeasuresEveryRuntime) {
