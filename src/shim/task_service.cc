@@ -201,6 +201,7 @@ void TaskService::WatchHealth() {
 
 Result<task::CreateTaskResponse> TaskService::Create(const task::CreateTaskRequest& req) {
   VMF_RETURN_IF_ERROR(ValidateId("container id", req.id()));
+  spdlog::info("container {}: create", req.id());
   if (!req.checkpoint().empty()) return Unimplemented("checkpoints are not supported");
   std::lock_guard<std::mutex> ops(ops_mu_);
   {
@@ -280,6 +281,7 @@ void TaskService::MarkExited(Container* c, Proc* p, uint32_t status) {
     p->exited_at = NowTimestamp();
   }
   cv_.notify_all();
+  spdlog::info("container {}: {} exited with {}", c->id, p->exec_id.empty() ? "init" : p->exec_id, status);
   ev::TaskExit e;
   e.set_container_id(c->id);
   e.set_id(p->exec_id.empty() ? c->id : p->exec_id);
@@ -306,6 +308,7 @@ void TaskService::StartWaiter(Container* c, Proc* p) {
 }
 
 Result<task::StartResponse> TaskService::Start(const task::StartRequest& req) {
+  spdlog::info("container {}: start {}", req.id(), req.exec_id());
   std::lock_guard<std::mutex> ops(ops_mu_);
   Container* c = nullptr;
   Proc* p = nullptr;
@@ -420,6 +423,7 @@ Status TaskService::Kill(const task::KillRequest& req) {
 }
 
 Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req) {
+  spdlog::info("container {}: delete {}", req.id(), req.exec_id());
   std::lock_guard<std::mutex> ops(ops_mu_);
   std::unique_ptr<Container> gone_container;
   std::unique_ptr<Proc> gone_exec;
@@ -475,6 +479,7 @@ Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req)
   *e.mutable_exited_at() = r.exited_at();
   e.set_id(c->id);
   events_->Publish("/tasks/delete", e);
+  spdlog::info("container {}: deleted", c->id);
   return r;
 }
 
