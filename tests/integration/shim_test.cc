@@ -84,6 +84,18 @@ class ShimTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().ToString() << "\n" << ctrd_->log();
     return r.ok() ? *r : test::CtrResult{};
   }
+  // Polls `ctr tasks ls` until a task is STOPPED (true) or the time is up;
+  // *out: the last listing, or why there was none.
+  bool WaitTaskStopped(std::chrono::seconds limit, std::string* out) {
+    Deadline d(limit);
+    do {
+      auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
+      *out = ls.ok() ? ls->out : ls.status().ToString();
+      if (out->find("STOPPED") != std::string::npos) return true;
+      std::this_thread::sleep_for(100ms);
+    } while (!d.expired());
+    return false;
+  }
   // Nothing of a finished container is left: no shim, no VM process, no VM
   // dir, no rootfs image.
   void ExpectNothingLeft() {
@@ -217,13 +229,8 @@ TEST_F(ShimTest, DetachedTaskTakesExecKillAndDelete) {
   auto k = ctrd_->Ctr({"tasks", "kill", "-s", "SIGKILL", "det1"}, 30s);
   ASSERT_TRUE(k.ok());
   EXPECT_EQ(k->exit_code, 0) << k->Describe();
-  bool stopped = false;
-  for (int i = 0; i < 100 && !stopped; ++i) {
-    ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
-    stopped = ls.ok() && ls->out.find("STOPPED") != std::string::npos;
-    if (!stopped) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(stopped) << (ls.ok() ? ls->Describe() : ls.status().ToString());
+  std::string out;
+  EXPECT_TRUE(WaitTaskStopped(10s, &out)) << out;
   auto d = ctrd_->Ctr({"tasks", "delete", "det1"}, 60s);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->exit_code, 0) << d->Describe();
@@ -248,15 +255,8 @@ TEST_F(ShimTest, AVmThatDiesEndsItsTaskAndLeavesNothing) {
   pid_t qemu = FindProcessMentioningAll({ShimRuntimeDir() + "/vm/", "qemu-system"});
   ASSERT_GT(qemu, 0);
   ::kill(qemu, SIGKILL);
-  bool stopped = false;
   std::string out;
-  for (int i = 0; i < 100 && !stopped; ++i) {
-    auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
-    out = ls.ok() ? ls->out : ls.status().ToString();
-    stopped = out.find("STOPPED") != std::string::npos;
-    if (!stopped) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(stopped) << out;
+  EXPECT_TRUE(WaitTaskStopped(10s, &out)) << out;
   auto d = ctrd_->Ctr({"tasks", "delete", "dies1"}, 60s);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->exit_code, 0) << d->Describe();
@@ -276,14 +276,8 @@ TEST_F(ShimTest, AGuestThatStopsAnsweringEndsItsTaskAndLeavesNothing) {
   pid_t qemu = FindProcessMentioningAll({ShimRuntimeDir() + "/vm/", "qemu-system"});
   ASSERT_GT(qemu, 0);
   ASSERT_EQ(::kill(qemu, SIGSTOP), 0);
-  bool stopped = false;
   std::string out;
-  for (int i = 0; i < 600 && !stopped; ++i) {
-    auto ls = ctrd_->Ctr({"tasks", "ls"}, 30s);
-    out = ls.ok() ? ls->out : ls.status().ToString();
-    stopped = out.find("STOPPED") != std::string::npos;
-    if (!stopped) std::this_thread::sleep_for(100ms);
-  }
+  const bool stopped = WaitTaskStopped(60s, &out);
   EXPECT_TRUE(stopped) << out << ctrd_->log();
   if (!stopped) ::kill(qemu, SIGKILL);
   auto d = ctrd_->Ctr({"tasks", "delete", "silent1"}, 60s);
