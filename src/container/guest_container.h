@@ -13,6 +13,7 @@
 //   vm.agent().WaitProcess(c->init(), ...);   // its stdio: ReadStdout(c->init()) ...
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,7 +57,10 @@ class GuestContainer {
   const std::string& disk_serial() const { return serial_; }
   // Whether destroying it copies read-write binds back (its VM must still
   // run then, or the writes are lost).
-  bool writes_back() const { return !write_back_.empty(); }
+  bool writes_back() const {
+    return std::any_of(write_back_.begin(), write_back_.end(),
+                       [](const std::string& s) { return !s.empty(); });
+  }
 
  private:
   GuestContainer(VM* vm, std::string id) : vm_(vm), id_(std::move(id)) {}

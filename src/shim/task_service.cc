@@ -469,9 +469,10 @@ Result<task::DeleteResponse> TaskService::Delete(const task::DeleteRequest& req)
   // stopping it first spares the guest-side teardown and the disk's unplug,
   // unless the container has read-write binds to copy back (which needs
   // the guest to let go of them first).
-  if (last && !c->guest->writes_back()) EndVm();
+  const bool vm_needed = c->guest->writes_back();
+  if (last && !vm_needed) EndVm();
   Teardown(c);
-  if (last) EndVm();
+  if (last && vm_needed) EndVm();
   ev::TaskDelete e;
   e.set_container_id(c->id);
   e.set_pid(r.pid());
