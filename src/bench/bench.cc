@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -172,18 +171,9 @@ Result<std::string> RunTool(const std::vector<std::string>& argv, const std::str
 Status CopyFile(const std::string& from, const std::string& to) {
   UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) return ErrnoStatus(errno, "open " + from);
-  struct stat sb {};
-  if (::fstat(in.get(), &sb) != 0) return ErrnoStatus(errno, "stat " + from);
   UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!out) return ErrnoStatus(errno, "create " + to);
-  off_t left = sb.st_size;
-  while (left > 0) {
-    ssize_t n = ::sendfile(out.get(), in.get(), nullptr, static_cast<size_t>(std::min<off_t>(left, 1 << 30)));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return ErrnoStatus(n < 0 ? errno : EIO, "copy " + from + " to " + to);
-    left -= n;
-  }
-  return OkStatus();
+  return CopyToEnd(in.get(), out.get(), "copy " + from + " to " + to);
 }
 
 std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -160,6 +161,15 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode)
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoStatus(errno, "rename " + tmp);
   if (!st.ok()) ::unlink(tmp.c_str());
   return st.WithContext(st.ok() ? "" : "write " + path);
+}
+
+Status CopyToEnd(int in, int out, const std::string& what) {
+  for (;;) {
+    ssize_t n = ::sendfile(out, in, nullptr, 1 << 30);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, what);
+    if (n == 0) return OkStatus();
+  }
 }
 
 }  // namespace vmf

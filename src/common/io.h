@@ -28,6 +28,10 @@ Status WaitReadable(int fd, const Deadline& deadline);
 
 Status SetNonBlocking(int fd, bool on);
 
+// Copies the rest of the regular file open as `in` into `out`, to its end
+// (sendfile). `what` names the copy in an error.
+Status CopyToEnd(int in, int out, const std::string& what);
+
 // Reads a whole (small) file; refuses files larger than max_bytes.
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 1 << 20);
 // Last max_bytes of a file, or "" if it cannot be read. For error messages.

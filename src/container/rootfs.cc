@@ -227,15 +227,7 @@ Status MirrorEntry(const fs::path& from, const fs::path& to, int depth) {
     if (!in) return ErrnoStatus(errno, "open " + from.string());
     UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!out) return ErrnoStatus(errno, "open " + to.string());
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(in.get(), buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return ErrnoStatus(errno, "read " + from.string());
-      if (n == 0) break;
-      VMF_RETURN_IF_ERROR(WriteAll(out.get(), std::string_view(buf, static_cast<size_t>(n)),
-                                   Deadline(std::chrono::minutes(1))));
-    }
+    VMF_RETURN_IF_ERROR(CopyToEnd(in.get(), out.get(), "copy " + from.string() + " to " + to.string()));
     return CopyOwnerAndMode(from, to, false);
   }
   return OkStatus();  // a device, FIFO or socket: not carried back
