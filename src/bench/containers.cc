@@ -12,7 +12,6 @@
 #include "bench/oci_image.h"
 #include "bench/percentile.h"
 #include "bench/private_containerd.h"
-#include "bench/proc_memory.h"
 #include "common/census.h"
 #include "common/io.h"
 #include "common/process.h"

@@ -148,6 +148,24 @@ int PrintDaemonStatus(const std::string& socket) {
     std::printf("  last error: %s (next try in %lld ms)\n", s->last_error().c_str(),
                 static_cast<long long>(s->retry_in_ms()));
   }
+  if (s->has_restore()) {
+    const auto& r = s->restore();
+    uint64_t pss = 0;
+    for (const auto& w : r.waiting()) pss += w.pss_bytes();
+    std::printf("  restore targets: %d waiting of %d, %d starting, %llu taken, %llu failed, %llu replaced",
+                r.waiting_size(), r.target(), r.starting(), static_cast<unsigned long long>(r.taken()),
+                static_cast<unsigned long long>(r.failures()), static_cast<unsigned long long>(r.replaced()));
+    if (r.waiting_size() > 0) std::printf(", PSS %.1f MiB each", pss / 1048576.0 / r.waiting_size());
+    std::printf("\n");
+    if (!r.last_error().empty()) {
+      std::printf("  restore target error: %s (next try in %lld ms)\n", r.last_error().c_str(),
+                  static_cast<long long>(r.retry_in_ms()));
+    }
+    for (const auto& w : r.waiting()) {
+      std::printf("  waiting    %s qemu pid %d proxy pid %d, PSS %.1f MiB%s\n", w.id().c_str(), w.vmm_pid(),
+                  w.proxy_pid(), w.pss_bytes() / 1048576.0, DescribeUsage(w).c_str());
+    }
+  }
   for (const auto& r : s->ready()) {
     std::printf("  ready      %s qemu pid %d proxy pid %d%s\n", r.id().c_str(), r.vmm_pid(), r.proxy_pid(),
                 DescribeUsage(r).c_str());
@@ -208,12 +226,18 @@ int main(int argc, char** argv) {
   serve.vm = config.vm;
   serve.cache_number = config.factory.vm_cache_number;
   serve.parallelism = config.factory.vm_cache_parallelism;
+  serve.restore_targets = config.factory.restore_targets;
   serve.use_template = config.factory.enable_template;
   serve.metrics_address = config.metrics.address;
   auto* serve_cmd = app.add_subcommand("serve", "keep a pool of ready VMs and hand them to other processes");
   AddVmOptions(serve_cmd, &serve.vm);
   serve_cmd->add_option("--cache", serve.cache_number, "VMs kept ready")->capture_default_str();
   serve_cmd->add_option("--parallelism", serve.parallelism, "concurrent refills")->capture_default_str();
+  serve_cmd
+      ->add_option("--restore-targets", serve.restore_targets,
+                   "template clones kept started and waiting for their state")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   serve_cmd->add_option("--metrics", serve.metrics_address, "host:port for Prometheus metrics; \"\" disables")
       ->capture_default_str();
   bool no_template = false;

@@ -64,4 +64,24 @@ std::vector<ProcEntry> ListProcesses() {
   return out;
 }
 
+Result<uint64_t> ReadKbLine(const std::string& path, const std::string& key) {
+  VMF_ASSIGN_OR_RETURN(const std::string text, ReadFile(path, 1 << 20));
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(key, 0) != 0) continue;
+    std::istringstream fields(line.substr(key.size()));
+    uint64_t kb = 0;
+    if (fields >> kb) return kb;
+    return DataLoss("cannot parse \"" + line + "\" in " + path);
+  }
+  return NotFound("no " + key + " line in " + path);
+}
+
+Result<uint64_t> ProcessPssBytes(pid_t pid) {
+  VMF_ASSIGN_OR_RETURN(const uint64_t kb,
+                       ReadKbLine("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:"));
+  return kb << 10;
+}
+
 }  // namespace vmf

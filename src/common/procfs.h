@@ -1,5 +1,6 @@
 // /proc parsing, in one place: a process's state and start time from
-// /proc/PID/stat, its argv from /proc/PID/cmdline, and the pids there are.
+// /proc/PID/stat, its argv from /proc/PID/cmdline, the pids there are, and
+// memory figures (smaps_rollup, status).
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "common/status.h"
 
 namespace vmf {
 
@@ -26,5 +29,11 @@ struct ProcEntry {
   uid_t uid;
 };
 std::vector<ProcEntry> ListProcesses();
+
+// The number of a "Key:   N kB" line of a /proc file (smaps_rollup's Pss:,
+// status's VmRSS:), in kB.
+Result<uint64_t> ReadKbLine(const std::string& path, const std::string& key);
+// A process's proportional set size (smaps_rollup), in bytes.
+Result<uint64_t> ProcessPssBytes(pid_t pid);
 
 }  // namespace vmf

@@ -411,6 +411,10 @@ class Loader {
                  [&](const toml::node& n, const std::string& key) {
                    if (auto v = Int(n, key, 0, kMaxCacheNumber)) f.vm_cache_number = static_cast<int>(*v);
                  }},
+                {"restore_targets",
+                 [&](const toml::node& n, const std::string& key) {
+                   if (auto v = Int(n, key, 0, kMaxCacheNumber)) f.restore_targets = static_cast<int>(*v);
+                 }},
                 {"vm_cache_endpoint",
                  [&](const toml::node& n, const std::string& key) {
                    auto s = AbsPath(n, key, true);

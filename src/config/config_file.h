@@ -26,6 +26,8 @@
 //   vm_cache_number = 0                              # 0..64, VMs kept ready by `vmfactory serve`
 //   vm_cache_endpoint = "/run/vmfactory/daemon.sock" # "" or unset: RUNTIME/daemon.sock
 //   vm_cache_parallelism = 1                         # 1..8 concurrent refills
+//   restore_targets = 0                              # 0..64, clones `vmfactory serve` keeps started,
+//                                                    # waiting for the template's state
 //
 //   [security]                             # see README, Security
 //   confine = true                         # uid per VM + jail (as root), seccomp (always)
@@ -70,6 +72,7 @@ struct FactoryConfig {
   int vm_cache_number = 0;        // pooled VMs kept ready by `vmfactory serve`
   std::string vm_cache_endpoint;  // "" = RUNTIME/daemon.sock
   int vm_cache_parallelism = 1;   // concurrent refills
+  int restore_targets = 0;        // template clones `vmfactory serve` keeps waiting for their state
 };
 
 struct MetricsConfig {

@@ -98,7 +98,8 @@ class Daemon {
     // 3. The base source and the pool.
     std::unique_ptr<Factory> base;
     if (opts_.use_template) {
-      auto t = NewTemplateFactory(vm_config_, opts_.template_path, opts_.deps);
+      auto t =
+          NewTemplateFactory(vm_config_, opts_.template_path, opts_.deps, {.target = opts_.restore_targets});
       if (t.ok()) {
         base = std::move(*t);
       } else {
@@ -124,8 +125,9 @@ class Daemon {
     Status st;
     {
       ScopedCancelAction shutdown(stop_, [this] { server_.Shutdown(); });
-      spdlog::info("serving on {} (pool of {}, base: {})", opts_.socket_path, opts_.cache_number,
-                   SourceName(factory_->State().base));
+      const FactoryState state = factory_->State();
+      spdlog::info("serving on {} (pool of {}, {} restore targets, base: {})", opts_.socket_path,
+                   opts_.cache_number, state.restore ? state.restore->target : 0, SourceName(state.base));
       st = server_.Serve(std::move(listen_fd));
     }
 
@@ -258,6 +260,25 @@ class Daemon {
       s.set_retry_in_ms(cs.retry_in.count());
       s.set_replaced(cs.replaced);
     }
+    if (state.restore) {
+      const RestoreTargetState& rs = *state.restore;
+      auto* r = s.mutable_restore();
+      r->set_target(rs.target);
+      r->set_starting(rs.starting);
+      r->set_taken(rs.taken);
+      r->set_failures(rs.failures);
+      r->set_replaced(rs.replaced);
+      r->set_last_error(rs.last_error);
+      r->set_retry_in_ms(rs.retry_in.count());
+      for (const WaitingTarget& w : rs.waiting) {
+        auto* e = r->add_waiting();
+        e->set_id(w.vm.id);
+        e->set_vmm_pid(w.vm.vmm_pid);
+        e->set_proxy_pid(w.vm.proxy_pid);
+        e->set_pss_bytes(w.pss_bytes);
+        SetUsage(w.vm, e->mutable_usage());
+      }
+    }
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& [id, rec] : handed_) {
       auto* h = s.add_handed_out();
@@ -296,7 +317,10 @@ class Daemon {
     for (const auto& h : s.handed_out()) {
       if (h.has_usage()) rows.push_back({h.id(), "handed_out", &h.usage()});
     }
-    std::string out;
+    for (const auto& w : s.restore().waiting()) {
+      if (w.has_usage()) rows.push_back({w.id(), "restore_target", &w.usage()});
+    }
+    std::string out = RestoreTargetMetrics(s);
     auto family = [&](const char* name, const char* type, const char* help, auto value) {
       out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
       for (const Row& r : rows) {
@@ -312,6 +336,32 @@ class Daemon {
            [](const vmfactory::v1::VmUsage& u) { return u.pids(); });
     family("vmfactory_vm_oom_kills_total", "counter", "Processes of a VM killed by its memory limit.",
            [](const vmfactory::v1::VmUsage& u) { return u.oom_kills(); });
+    return out;
+  }
+
+  // Prometheus text for the restore targets: how many, and what each costs.
+  static std::string RestoreTargetMetrics(const vmfactory::v1::StatusResponse& s) {
+    if (!s.has_restore()) return "";
+    const auto& r = s.restore();
+    auto one = [](const char* name, const char* type, const char* help, uint64_t value) {
+      return std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name +
+             " " + std::to_string(value) + "\n";
+    };
+    std::string out = one("vmfactory_restore_targets_waiting", "gauge",
+                          "Template clones started and waiting for their state.", r.waiting_size());
+    out += one("vmfactory_restore_targets_target", "gauge", "Restore targets the daemon keeps.",
+               static_cast<uint64_t>(r.target()));
+    out += one("vmfactory_restore_targets_taken_total", "counter", "Restore targets handed to a clone.",
+               r.taken());
+    out += one("vmfactory_restore_target_failures_total", "counter",
+               "Failed attempts to make a restore target.", r.failures());
+    out +=
+        "# HELP vmfactory_restore_target_pss_bytes PSS of a waiting restore target (QEMU + proxy).\n"
+        "# TYPE vmfactory_restore_target_pss_bytes gauge\n";
+    for (const auto& w : r.waiting()) {
+      out +=
+          "vmfactory_restore_target_pss_bytes{vm=\"" + w.id() + "\"} " + std::to_string(w.pss_bytes()) + "\n";
+    }
     return out;
   }
 

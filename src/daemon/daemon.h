@@ -21,6 +21,7 @@ struct DaemonOptions {
   std::string socket_path;   // the API socket (0600)
   int cache_number = 2;      // pooled VMs kept ready; 0: no pool
   int parallelism = 1;       // concurrent refills
+  int restore_targets = 0;   // template clones kept started, waiting for their state
   bool use_template = true;  // clone from the template when one exists
   std::string template_path;
   std::string metrics_address;  // "host:port" for Prometheus text; "" off

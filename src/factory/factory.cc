@@ -36,8 +36,10 @@ class DirectFactory : public Factory {
 
 class TemplateFactory : public Factory {
  public:
-  TemplateFactory(VMConfig base, std::string root, const VmDeps& deps)
-      : base_(std::move(base)), root_(std::move(root)), deps_(deps), direct_(base_, deps) {}
+  TemplateFactory(VMConfig base, std::string root, const VmDeps& deps, const RestoreTargetOptions& restore)
+      : base_(std::move(base)), root_(std::move(root)), deps_(deps), direct_(base_, deps) {
+    if (restore.target > 0) targets_ = std::make_unique<RestoreTargets>(base_, root_, deps_, restore);
+  }
 
   Result<Acquired> GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) override {
     // Re-read the template every time: it may have been destroyed or
@@ -47,6 +49,7 @@ class TemplateFactory : public Factory {
       spdlog::info("template cannot serve this request ({}); cold boot", why.message());
       return direct_.GetVM(request, times, cancel);
     }
+    if (auto vm = TakeTarget(t, request, times, cancel)) return Acquired{std::move(vm), VmSource::kTemplate};
     VMF_ASSIGN_OR_RETURN(auto vm, CloneFromTemplate(t, request, times, cancel, deps_));
     return Acquired{std::move(vm), VmSource::kTemplate};
   }
@@ -61,15 +64,43 @@ class TemplateFactory : public Factory {
     } else {
       s.template_error = t.status().ToString();
     }
+    if (targets_) s.restore = targets_->State();
     return s;
   }
-  void Close() override {}
+  void Close() override {
+    if (targets_) targets_->Close();
+  }
 
  private:
+  // A clone finished from a waiting restore target, when one fits the
+  // request; null otherwise, and when finishing it failed (the target, not
+  // the request, was bad: the caller starts a clone of its own).
+  std::unique_ptr<VM> TakeTarget(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
+                                 CancelToken* cancel) {
+    // Targets are made with base_: they serve requests that differ only in
+    // size (hotplug adds the rest) and live in the same runtime dir.
+    if (!targets_ || request.runtime_dir != base_.runtime_dir ||
+        !HypervisorMismatch(base_.hypervisor, request.hypervisor, "the restore targets").ok()) {
+      return nullptr;
+    }
+    StepTimer timer(times);
+    std::unique_ptr<VM> vm = targets_->Take(t.generation);
+    if (!vm) return nullptr;
+    timer.Done("restore target taken");
+    vm->KillOnCancel(cancel);
+    if (Status st = FinishClone(*vm, request, times); !st.ok()) {
+      spdlog::warn("restore target {} failed ({}); starting a clone instead", vm->id(), st.ToString());
+      if (times) times->clear();
+      return nullptr;
+    }
+    return vm;
+  }
+
   VMConfig base_;
   std::string root_;
   VmDeps deps_;
   DirectFactory direct_;
+  std::unique_ptr<RestoreTargets> targets_;  // last: stopped before the rest goes
 };
 
 }  // namespace
@@ -91,9 +122,9 @@ std::unique_ptr<Factory> NewDirectFactory(VMConfig base, const VmDeps& deps) {
 }
 
 Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root,
-                                                    const VmDeps& deps) {
+                                                    const VmDeps& deps, const RestoreTargetOptions& restore) {
   VMF_RETURN_IF_ERROR(LoadTemplate(root).status());
-  return std::unique_ptr<Factory>(new TemplateFactory(std::move(base), root, deps));
+  return std::unique_ptr<Factory>(new TemplateFactory(std::move(base), root, deps, restore));
 }
 
 Status PrepareForHandOut(VM& vm) {
@@ -102,24 +133,33 @@ Status PrepareForHandOut(VM& vm) {
   return NameAfterId(vm);
 }
 
+Result<std::unique_ptr<VM>> StartClone(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
+                                       CancelToken* cancel, const VmDeps& deps) {
+  // The VM process waiting for its state, and the proxy; not running yet.
+  return VM::Create(CloneConfig(t, request), times, cancel, deps);
+}
+
+Status FinishClone(VM& vm, const VMConfig& request, StepTimes* times) {
+  StepTimer timer(times);
+  // 1. Load the saved device state (RAM is the template's file, mapped
+  //    copy-on-write) and let it run; the agent carries on where it was.
+  VMF_RETURN_IF_ERROR(vm.Start());
+  timer.Done("restore + resume");
+  VMF_RETURN_IF_ERROR(vm.WithCauses(vm.agent().WaitReady(Deadline(std::chrono::seconds(30)))));
+  timer.Done("agent ready");
+  // 2. Siblings must not share randomness, a stale clock or a name.
+  VMF_RETURN_IF_ERROR(PrepareForHandOut(vm));
+  timer.Done("reseed, clock, hostname");
+  // 3. Up to the size asked.
+  VMF_ASSIGN_OR_RETURN(bool grew, vm.GrowTo(request.hypervisor.vcpus, request.hypervisor.memory_mib));
+  if (grew) timer.Done("hotplug");
+  return OkStatus();
+}
+
 Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,
                                               StepTimes* times, CancelToken* cancel, const VmDeps& deps) {
-  VMConfig config = CloneConfig(t, request);
-  // 1. The VM process waiting for its state, and the proxy; not running yet.
-  VMF_ASSIGN_OR_RETURN(auto vm, VM::Create(config, times, cancel, deps));
-  StepTimer timer(times);
-  // 2. Load the saved device state (RAM is the template's file, mapped
-  //    copy-on-write) and let it run; the agent carries on where it was.
-  VMF_RETURN_IF_ERROR(vm->Start());
-  timer.Done("restore + resume");
-  VMF_RETURN_IF_ERROR(vm->WithCauses(vm->agent().WaitReady(Deadline(std::chrono::seconds(30)))));
-  timer.Done("agent ready");
-  // 3. Siblings must not share randomness, a stale clock or a name.
-  VMF_RETURN_IF_ERROR(PrepareForHandOut(*vm));
-  timer.Done("reseed, clock, hostname");
-  // 4. Up to the size asked.
-  VMF_ASSIGN_OR_RETURN(bool grew, vm->GrowTo(request.hypervisor.vcpus, request.hypervisor.memory_mib));
-  if (grew) timer.Done("hotplug");
+  VMF_ASSIGN_OR_RETURN(auto vm, StartClone(t, request, times, cancel, deps));
+  VMF_RETURN_IF_ERROR(FinishClone(*vm, request, times));
   return vm;
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/cancel.h"
+#include "factory/restore_targets.h"
 #include "factory/template.h"
 #include "vm/vm.h"
 
@@ -43,11 +44,12 @@ struct PoolState {
 };
 
 struct FactoryState {
-  VmSource base = VmSource::kColdBoot;  // what makes VMs when the pool (if any) cannot
-  std::string template_root;            // template: where it is
-  std::string template_generation;      // template: the generation in use, if it loads
-  std::string template_error;           // template: why it does not load, if it does not
-  std::optional<PoolState> pool;        // set when there is a pool
+  VmSource base = VmSource::kColdBoot;        // what makes VMs when the pool (if any) cannot
+  std::string template_root;                  // template: where it is
+  std::string template_generation;            // template: the generation in use, if it loads
+  std::string template_error;                 // template: why it does not load, if it does not
+  std::optional<PoolState> pool;              // set when there is a pool
+  std::optional<RestoreTargetState> restore;  // template: set when it keeps restore targets
 };
 
 class Factory {
@@ -62,15 +64,26 @@ class Factory {
 };
 
 std::unique_ptr<Factory> NewDirectFactory(VMConfig base, const VmDeps& deps = {});
-// Loads (and checks) the template at root; fails if there is none or it is bad.
+// Loads (and checks) the template at root; fails if there is none or it is
+// bad. With restore.target > 0 it keeps that many clones of `base` started
+// and waiting for their state (RestoreTargets), and a request they fit
+// takes one instead of starting QEMU.
 Result<std::unique_ptr<Factory>> NewTemplateFactory(VMConfig base, const std::string& root,
-                                                    const VmDeps& deps = {});
+                                                    const VmDeps& deps = {},
+                                                    const RestoreTargetOptions& restore = {});
 
-// Gets a clone of the template ready to hand out: restore, resume, agent
-// ready, fresh randomness, the host's clock, its own hostname (the VM id),
-// then hotplug up to the request's size.
+// Gets a clone of the template ready to hand out: StartClone, then
+// FinishClone.
 Result<std::unique_ptr<VM>> CloneFromTemplate(const TemplateInfo& t, const VMConfig& request,
                                               StepTimes* times, CancelToken* cancel, const VmDeps& deps = {});
+// A clone's first half: its VM process waiting for the template's state,
+// its proxy and agent connection (what a restore target is).
+Result<std::unique_ptr<VM>> StartClone(const TemplateInfo& t, const VMConfig& request, StepTimes* times,
+                                       CancelToken* cancel, const VmDeps& deps = {});
+// Its second half: restore, resume, agent ready, fresh randomness, the
+// host's clock, its own hostname (the VM id), then hotplug up to the
+// request's size.
+Status FinishClone(VM& vm, const VMConfig& request, StepTimes* times);
 // The steps every VM goes through before it is handed out from a template
 // or a pool: reseed, clock, hostname.
 Status PrepareForHandOut(VM& vm);

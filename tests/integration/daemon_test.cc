@@ -80,7 +80,7 @@ class DaemonTest : public ::testing::Test {
     fs::create_directories(runtime_);
     socket_ = runtime_ + "/daemon.sock";
     port_ = 20000 + ::getpid() % 20000;
-    Start();
+    Start(start_extra_, start_cache_);
   }
   void TearDown() override {
     Stop();
@@ -89,13 +89,13 @@ class DaemonTest : public ::testing::Test {
     std::error_code ec;
     fs::remove_all(runtime_, ec);
   }
-  void Start(const std::vector<std::string>& extra = {}) {
+  void Start(const std::vector<std::string>& extra = {}, const std::string& cache = "2") {
     std::vector<std::string> argv = {Bin(),
                                      "--template-path",
                                      SharedTemplate().root,
                                      "serve",
                                      "--cache",
-                                     "2",
+                                     cache,
                                      "--metrics",
                                      "127.0.0.1:" + std::to_string(port_)};
     argv.insert(argv.end(), extra.begin(), extra.end());
@@ -141,6 +141,8 @@ class DaemonTest : public ::testing::Test {
   int PoolQemus() { return CountProcessesMentioning(PoolVmDir()) / 2; }  // QEMU + proxy each
 
   std::string runtime_, socket_;
+  std::vector<std::string> start_extra_;  // what SetUp starts the daemon with
+  std::string start_cache_ = "2";
   int port_ = 0;
   UniqueFd log_;
   ChildProcess daemon_;
@@ -437,6 +439,63 @@ TEST_F(DaemonTest, SecondDaemonRefusesAndStaleSocketIsTakenOver) {
   ASSERT_TRUE(fs::exists(socket_));
   Start();
   WaitReady(2);
+}
+
+// A daemon that keeps clones started and waiting for their state, no pool.
+class RestoreTargetDaemonTest : public DaemonTest {
+ protected:
+  RestoreTargetDaemonTest() {
+    start_extra_ = {"--restore-targets", "2"};
+    start_cache_ = "0";
+  }
+};
+
+TEST_F(RestoreTargetDaemonTest, TargetsWaitAreMeasuredAndServeClones) {
+  auto waiting = [&](int n) {
+    vmfactory::v1::StatusResponse last;
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          auto s = Status();
+          if (s.ok()) last = *s;
+          return s.ok() && s->restore().waiting_size() == n && s->restore().starting() == 0;
+        },
+        std::chrono::seconds(60)))
+        << "restore targets never reached " << n << "; log:\n"
+        << Log();
+    return last;
+  };
+  auto s = waiting(2);
+  ASSERT_TRUE(s.has_restore());
+  EXPECT_EQ(s.restore().target(), 2);
+  EXPECT_EQ(s.ready_size(), 0) << "no pool";
+  EXPECT_EQ(PoolQemus(), 2) << "a QEMU and a proxy per target";
+  std::set<std::string> ids;
+  for (const auto& w : s.restore().waiting()) {
+    EXPECT_GT(w.pss_bytes(), 1u << 20) << "the PSS of its QEMU and proxy is measured";
+    EXPECT_LT(w.pss_bytes(), 256u << 20) << "a waiting target has not touched guest RAM";
+    ids.insert(w.id());
+  }
+
+  // A clone takes a waiting target: its VM id is one of theirs.
+  auto [rc, out] = Cli(runtime_, {"run", "--", "hostname"});
+  EXPECT_EQ(rc, 0);
+  ASSERT_EQ(out.size(), 33u) << out;
+  EXPECT_EQ(ids.count(out.substr(0, 32)), 1u) << "served from a restore target: " << out;
+  s = waiting(2);
+  EXPECT_EQ(s.restore().taken(), 1u);
+  EXPECT_EQ(PoolQemus(), 2) << "replaced by exactly one";
+
+  auto [src, status_out] = Cli(runtime_, {"status"});
+  EXPECT_EQ(src, 0);
+  EXPECT_NE(status_out.find("restore targets: 2 waiting of 2"), std::string::npos) << status_out;
+  EXPECT_NE(status_out.find(" PSS "), std::string::npos) << status_out;
+  httplib::Client http("127.0.0.1", port_);
+  auto m = http.Get("/metrics");
+  ASSERT_TRUE(m) << "metrics endpoint down";
+  EXPECT_NE(m->body.find("vmfactory_restore_targets_waiting 2"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("vmfactory_restore_target_pss_bytes{vm=\"" + s.restore().waiting(0).id() + "\"} "),
+            std::string::npos)
+      << m->body;
 }
 
 TEST_F(DaemonTest, MetricsParseAndMove) {

@@ -122,6 +122,7 @@ TEST_F(ConfigFileTest, FullValidFile) {
       "vm_cache_number = 3\n"
       "vm_cache_endpoint = \"/srv/vmf/daemon.sock\"\n"
       "vm_cache_parallelism = 2\n"
+      "restore_targets = 2\n"
       "\n"
       "[limits]\n"
       "enabled = false\n"
@@ -159,6 +160,7 @@ TEST_F(ConfigFileTest, FullValidFile) {
   EXPECT_EQ(c.factory.vm_cache_number, 3);
   EXPECT_EQ(c.factory.vm_cache_endpoint, "/srv/vmf/daemon.sock");
   EXPECT_EQ(c.factory.vm_cache_parallelism, 2);
+  EXPECT_EQ(c.factory.restore_targets, 2);
   EXPECT_FALSE(c.vm.limits.enabled);
   EXPECT_TRUE(c.vm.limits.required);
   EXPECT_EQ(c.vm.limits.memory_overhead_mib, 64u);
@@ -239,6 +241,12 @@ TEST_F(ConfigFileTest, UnknownTableNamedWithLine) {
   r = ParseConfig("[netwrok]\n", "config.toml");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(), "config.toml:1: netwrok: unknown table");
+}
+
+TEST_F(ConfigFileTest, TooManyRestoreTargetsNamed) {
+  auto r = ParseConfig(BaseQemu() + "\n[factory]\nrestore_targets = 65\n", "config.toml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "config.toml:8: factory.restore_targets: must be between 0 and 64, got 65");
 }
 
 TEST_F(ConfigFileTest, NegativeCacheSizeNamed) {

@@ -1,0 +1,137 @@
+#include "factory/restore_targets.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/procfs.h"
+#include "factory/factory.h"
+#include "factory/template.h"
+
+namespace vmf {
+
+RestoreTargets::RestoreTargets(VMConfig base, std::string root, VmDeps deps, RestoreTargetOptions options)
+    : base_(std::move(base)), root_(std::move(root)), deps_(deps), opts_(options) {
+  if (opts_.target > 0) worker_ = std::jthread([this] { Loop(); });
+}
+
+RestoreTargets::~RestoreTargets() { Close(); }
+
+void RestoreTargets::Close() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (closing_) return;
+    closing_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  std::deque<Target> targets;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    targets.swap(waiting_);
+  }
+  targets.clear();  // stops their QEMUs and proxies, removes their dirs
+}
+
+std::unique_ptr<VM> RestoreTargets::Take(const std::string& generation) {
+  std::vector<Target> unusable;  // stopped outside the lock
+  std::unique_ptr<VM> vm;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    while (!waiting_.empty() && !vm) {
+      Target t = std::move(waiting_.front());
+      waiting_.pop_front();
+      if (t.generation == generation && t.vm->Healthy()) {
+        vm = std::move(t.vm);
+        ++taken_;
+      } else {
+        ++replaced_;
+        unusable.push_back(std::move(t));
+      }
+    }
+  }
+  cv_.notify_all();  // the worker makes the next one
+  return vm;
+}
+
+void RestoreTargets::Prune(const std::string& current, std::unique_lock<std::mutex>& l) {
+  std::vector<Target> gone;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (it->generation != current || !it->vm->Healthy()) {
+      spdlog::warn("restore target {} is {}; replacing it", it->vm->id(),
+                   it->generation != current ? "for a replaced template" : "dead");
+      gone.push_back(std::move(*it));
+      it = waiting_.erase(it);
+      ++replaced_;
+    } else {
+      ++it;
+    }
+  }
+  if (gone.empty()) return;
+  l.unlock();
+  gone.clear();
+  l.lock();
+}
+
+void RestoreTargets::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!closing_) {
+    // The template as it is now: targets of another generation go.
+    l.unlock();
+    auto t = LoadTemplate(root_);
+    l.lock();
+    if (closing_) break;
+    Prune(t.ok() ? t->generation : "", l);  // none usable without a template
+    const bool need = static_cast<int>(waiting_.size()) < opts_.target;
+    if (!need || Clock::now() < retry_at_) {
+      auto until = Clock::now() + opts_.monitor_interval;
+      if (need) until = std::min(until, retry_at_);
+      cv_.wait_until(l, until);
+      continue;
+    }
+    ++starting_;
+    l.unlock();
+    // 1. of CloneFromTemplate, for the base config; the rest when taken.
+    Result<std::unique_ptr<VM>> made = t.ok() ? StartClone(*t, base_, nullptr, nullptr, deps_) : t.status();
+    l.lock();
+    --starting_;
+    if (made.ok()) {
+      spdlog::info("restore target {} waiting (vmm pid {})", (*made)->id(), (*made)->vmm_pid());
+      waiting_.push_back({std::move(*made), t->generation});
+      consecutive_failures_ = 0;
+      retry_at_ = {};
+      continue;
+    }
+    ++failures_;
+    ++consecutive_failures_;
+    last_error_ = made.status().ToString();
+    auto backoff = opts_.min_backoff * (1 << std::min(consecutive_failures_ - 1, 10));
+    backoff = std::min<Duration>(std::chrono::duration_cast<Duration>(backoff), opts_.max_backoff);
+    retry_at_ = Clock::now() + backoff;
+    spdlog::warn("making a restore target failed ({} in a row), retrying in {} ms: {}", consecutive_failures_,
+                 backoff.count(), last_error_);
+  }
+}
+
+RestoreTargetState RestoreTargets::State() const {
+  RestoreTargetState s;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    s.target = opts_.target;
+    for (const Target& t : waiting_) s.waiting.push_back({t.vm->handle(), t.generation, 0});
+    s.starting = starting_;
+    s.taken = taken_;
+    s.failures = failures_;
+    s.replaced = replaced_;
+    s.last_error = last_error_;
+    auto now = Clock::now();
+    if (retry_at_ > now) s.retry_in = std::chrono::duration_cast<Duration>(retry_at_ - now);
+  }
+  // Read outside the lock: smaps_rollup walks the process's mappings.
+  for (WaitingTarget& w : s.waiting) {
+    for (pid_t pid : {w.vm.vmm_pid, w.vm.proxy_pid}) {
+      if (auto pss = ProcessPssBytes(pid); pss.ok()) w.pss_bytes += *pss;
+    }
+  }
+  return s;
+}
+
+}  // namespace vmf
