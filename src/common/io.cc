@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -119,22 +120,27 @@ Status SetNonBlocking(int fd, bool on) {
   return OkStatus();
 }
 
-Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+Result<std::string> ReadFilePrefix(const std::string& path, size_t n) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return ErrnoStatus(errno, "open " + path);
   std::string out;
   char buf[65536];
-  for (;;) {
-    ssize_t r = ::read(fd.get(), buf, sizeof(buf));
+  while (out.size() < n) {
+    ssize_t r = ::read(fd.get(), buf, std::min(sizeof(buf), n - out.size()));
     if (r == 0) break;
     if (r < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, "read " + path);
     }
-    if (out.size() + static_cast<size_t>(r) > max_bytes) {
-      return ResourceExhausted(path + " is larger than " + std::to_string(max_bytes) + " bytes");
-    }
     out.append(buf, static_cast<size_t>(r));
+  }
+  return out;
+}
+
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+  VMF_ASSIGN_OR_RETURN(std::string out, ReadFilePrefix(path, std::max(max_bytes, max_bytes + 1)));
+  if (out.size() > max_bytes) {
+    return ResourceExhausted(path + " is larger than " + std::to_string(max_bytes) + " bytes");
   }
   return out;
 }

@@ -34,6 +34,8 @@ Status CopyToEnd(int in, int out, const std::string& what);
 
 // Reads a whole (small) file; refuses files larger than max_bytes.
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 1 << 20);
+// The first n bytes of a file (all of it if it is shorter).
+Result<std::string> ReadFilePrefix(const std::string& path, size_t n);
 // Last max_bytes of a file, or "" if it cannot be read. For error messages.
 std::string TailOfFile(const std::string& path, size_t max_bytes = 2048);
 // Writes data to path atomically (tmp + rename) with the given mode.

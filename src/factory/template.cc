@@ -192,6 +192,11 @@ Result<TemplateInfo> LoadGeneration(const std::string& root, const std::string& 
   VMF_RETURN_IF_ERROR(CheckPrivate("template state file", t.state_path()));
   VMF_RETURN_IF_ERROR(CheckDigest("template state file", t.state_path(), t.state_sha256, t.state_stamp));
   VMF_RETURN_IF_ERROR(CheckDigest("template memory file", t.memory_path(), t.memory_sha256, t.memory_stamp));
+  t.boot_stub_bytes = meta.value("boot_stub_bytes", uint64_t{0});
+  if (t.boot_stub_bytes != 0) {
+    VMF_RETURN_IF_ERROR(CheckFile("boot stub", t.boot_stub_path(), t.boot_stub_bytes));
+    VMF_RETURN_IF_ERROR(CheckPrivate("template boot stub", t.boot_stub_path()));
+  }
   return t;
 }
 
@@ -290,7 +295,13 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
   VMF_ASSIGN_OR_RETURN(const std::string memory_stamp, FileStamp(config.hypervisor.memory_path));
   VMF_ASSIGN_OR_RETURN(const std::string state_stamp, FileStamp(config.hypervisor.device_state_path));
 
-  // 6. Describe it, then publish it.
+  // 6. What its clones' QEMUs load instead of the kernel, which they never
+  //    boot: without it each holds a copy of the kernel image in its memory.
+  auto stub = BootStubOf(config.hypervisor.kernel);
+  if (!stub.ok() && stub.status().code() != Code::kNotFound) return stub.status();
+  if (stub.ok()) VMF_RETURN_IF_ERROR(WriteFileAtomic(gen.path() + "/boot-stub", *stub, 0444));
+
+  // 7. Describe it, then publish it.
   struct stat st {};
   if (::stat(config.hypervisor.device_state_path.c_str(), &st) != 0) {
     return ErrnoStatus(errno, "stat " + config.hypervisor.device_state_path);
@@ -304,6 +315,7 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& base, const std::string& roo
                {"state_sha256", state_sha256},
                {"memory_stamp", memory_stamp},
                {"state_stamp", state_stamp},
+               {"boot_stub_bytes", stub.ok() ? stub->size() : size_t{0}},
                {"hypervisor", HypervisorToJson(config.hypervisor)}};
   VMF_RETURN_IF_ERROR(WriteFileAtomic(gen.path() + "/template.json", meta.dump(2) + "\n", 0600));
   step("publishing " + gen.path());
@@ -367,7 +379,25 @@ VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request) {
   c.hypervisor.boot = BootMode::kClone;
   c.hypervisor.memory_path = t.memory_path();
   c.hypervisor.device_state_path = t.state_path();
+  if (t.boot_stub_bytes != 0) c.hypervisor.kernel = t.boot_stub_path();
   return c;
+}
+
+Result<std::string> BootStubOf(const std::string& kernel) {
+  // The x86 boot protocol: "HdrS" at 0x202, the number of 512-byte setup
+  // sectors after the boot sector at 0x1f1 (0 means 4); at most 64 KiB in all.
+  constexpr size_t kMagicAt = 0x202, kSetupSectsAt = 0x1f1, kMaxSetup = 64 << 10;
+  VMF_ASSIGN_OR_RETURN(std::string head, ReadFilePrefix(kernel, kMaxSetup + 1));
+  if (head.size() < kMagicAt + 4 || head.compare(kMagicAt, 4, "HdrS") != 0) {
+    return NotFound(kernel + " is not an x86 bzImage (no boot header)");
+  }
+  const size_t sects = static_cast<unsigned char>(head[kSetupSectsAt]);
+  const size_t setup = ((sects == 0 ? 4 : sects) + 1) * 512;
+  if (setup > kMaxSetup || head.size() <= setup) {
+    return NotFound(kernel + ": its boot header gives " + std::to_string(setup) + " setup bytes in a " +
+                    std::to_string(head.size()) + "-byte prefix");
+  }
+  return head.substr(0, setup) + std::string(4096, '\0');
 }
 
 }  // namespace vmf

@@ -6,6 +6,10 @@
 //   ROOT/gen-ID/memory         guest RAM (written by QEMU, mapped shared)
 //   ROOT/gen-ID/state          device state (the backend's own format; QEMU:
 //                              a migration stream)
+//   ROOT/gen-ID/boot-stub      the kernel's boot header without the kernel,
+//                              what a clone's QEMU loads instead of the kernel
+//                              (a clone never boots; QEMU keeps a loaded
+//                              kernel in its own memory: 13.5 MiB here)
 //   ROOT/gen-ID/template.json  what it was made from, format version, sizes
 //   ROOT/current -> gen-ID     switched atomically once gen-ID is complete
 // A generation becomes visible only when `current` points at it, so a
@@ -40,7 +44,9 @@ struct TemplateInfo {
   // The files' versions (FileStamp) when init hashed them.
   std::string memory_stamp;
   std::string state_stamp;
+  uint64_t boot_stub_bytes = 0;  // 0: none (the kernel is not a bzImage); clones load the kernel
   std::string memory_path() const { return generation + "/memory"; }
+  std::string boot_stub_path() const { return generation + "/boot-stub"; }
   std::string state_path() const { return generation + "/state"; }
 };
 
@@ -69,6 +75,11 @@ Result<TemplateInfo> CreateTemplate(const VMConfig& config, const std::string& r
 // FAILED_PRECONDITION) is an error naming the file.
 Result<TemplateInfo> LoadTemplate(const std::string& root);
 
+// The boot stub of an x86 bzImage: its setup sectors (the boot header QEMU
+// reads) and a page of zeros for the protected-mode kernel. NOT_FOUND when
+// the file is not a bzImage.
+Result<std::string> BootStubOf(const std::string& kernel);
+
 // Removes the template root completely, unmounting its tmpfs.
 Status DestroyTemplate(const std::string& root);
 
@@ -82,7 +93,8 @@ Status HypervisorMismatch(const HypervisorConfig& base, const HypervisorConfig& 
 // HypervisorMismatch against the template's config.
 Status TemplateMismatch(const TemplateInfo& t, const VMConfig& request);
 
-// The config of a clone of `t`, sized as the template (hotplug adds the rest).
+// The config of a clone of `t`, sized as the template (hotplug adds the
+// rest), loading the boot stub instead of the kernel when there is one.
 VMConfig CloneConfig(const TemplateInfo& t, const VMConfig& request);
 
 }  // namespace vmf

@@ -7,8 +7,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "factory/cache.h"
 #include "factory/template.h"
@@ -152,6 +154,201 @@ TEST_F(TemplateFactoryTest, AFailedRestoreLeavesNothing) {
   EXPECT_EQ(vm.status().code(), Code::kDataLoss);
   EXPECT_EQ(env_.Processes(), 0);
   EXPECT_EQ(env_.VmDirs(), 0);
+}
+
+// A file that starts like an x86 bzImage: `sects` setup sectors, then a body.
+std::string FakeBzImage(unsigned char sects, size_t size) {
+  std::string k(size, 'k');
+  k[0x1f1] = static_cast<char>(sects);
+  k.replace(0x202, 4, "HdrS");
+  return k;
+}
+
+TEST(BootStubTest, KeepsTheSetupSectorsOfABzImageAndNoKernel) {
+  FakeVmEnv env;
+  const std::string path = env.runtime() + "/bzImage";
+  const std::string kernel = FakeBzImage(2, 200000);
+  std::ofstream(path) << kernel;
+  auto stub = BootStubOf(path);
+  ASSERT_TRUE(stub.ok()) << stub.status().ToString();
+  ASSERT_EQ(stub->size(), 3 * 512 + 4096u);
+  EXPECT_EQ(stub->substr(0, 3 * 512), kernel.substr(0, 3 * 512));
+  EXPECT_EQ(stub->substr(3 * 512), std::string(4096, '\0'));
+
+  std::ofstream(path, std::ios::trunc) << "not a kernel";
+  EXPECT_EQ(BootStubOf(path).status().code(), Code::kNotFound);
+  std::ofstream(path, std::ios::trunc) << FakeBzImage(200, 4096);  // setup larger than the file
+  EXPECT_EQ(BootStubOf(path).status().code(), Code::kNotFound);
+  EXPECT_EQ(BootStubOf(env.runtime() + "/missing").status().code(), Code::kNotFound);
+}
+
+TEST(BootStubTest, ClonesOfABzImageTemplateLoadTheStubAndATamperedStubIsRefused) {
+  FakeVmEnv env;
+  VMConfig config = env.Config();
+  std::ofstream(config.hypervisor.kernel, std::ios::trunc) << FakeBzImage(4, 100000);
+  TemplateOptions o;
+  o.mount_tmpfs = false;
+  o.deps = env.Deps();
+  const std::string root = env.runtime() + "/template";
+  auto t = CreateTemplate(config, root, o);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->boot_stub_bytes, 5 * 512 + 4096u);
+  EXPECT_EQ(t->hypervisor.kernel, config.hypervisor.kernel) << "the template records the real kernel";
+  EXPECT_EQ(CloneConfig(*t, config).hypervisor.kernel, t->boot_stub_path());
+  auto clone = CloneFromTemplate(*t, config, nullptr, nullptr, env.Deps());
+  ASSERT_TRUE(clone.ok()) << clone.status().ToString();
+  (*clone)->Stop();
+
+  ASSERT_EQ(::chmod(t->boot_stub_path().c_str(), 0666), 0);
+  auto tampered = LoadTemplate(root);
+  EXPECT_EQ(tampered.status().code(), Code::kPermissionDenied) << tampered.status().ToString();
+  EXPECT_THAT(tampered.status().message(), HasSubstr("boot-stub"));
+}
+
+TEST_F(TemplateFactoryTest, AKernelThatIsNoBzImageGetsNoStub) {
+  EXPECT_EQ(info_.boot_stub_bytes, 0u);
+  EXPECT_EQ(CloneConfig(info_, env_.Config()).hypervisor.kernel, env_.Config().hypervisor.kernel);
+}
+
+// Restore targets: clones started ahead and waiting for their state.
+class RestoreTargetTest : public TemplateFactoryTest {
+ protected:
+  std::unique_ptr<Factory> MakeFactory(int target) {
+    RestoreTargetOptions o;
+    o.target = target;
+    o.min_backoff = std::chrono::milliseconds(20);
+    o.monitor_interval = std::chrono::milliseconds(50);
+    auto f = NewTemplateFactory(env_.Config(), root_, env_.Deps(), o);
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    return f.ok() ? std::move(*f) : nullptr;
+  }
+  static bool WaitWaiting(const Factory& f, size_t n) {
+    return WaitUntil([&] { return f.State().restore->waiting.size() >= n; }, std::chrono::seconds(20));
+  }
+};
+
+TEST_F(RestoreTargetTest, AClonesTakesAWaitingTargetAndAnotherIsStarted) {
+  auto f = MakeFactory(2);
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(WaitWaiting(*f, 2));
+  const FactoryState before = f->State();
+  ASSERT_TRUE(before.restore.has_value());
+  EXPECT_EQ(before.restore->target, 2);
+  for (const WaitingTarget& w : before.restore->waiting) {
+    EXPECT_EQ(w.generation, info_.generation);
+    EXPECT_GT(w.pss_bytes, 0u) << "the PSS of its processes is measured";
+  }
+  const int created = env_.backend().created();
+
+  StepTimes steps;
+  auto got = f->GetVM(env_.Config(), &steps);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->source, VmSource::kTemplate);
+  EXPECT_TRUE(HasStep(steps, "restore target taken"));
+  EXPECT_TRUE(HasStep(steps, "restore + resume"));
+  EXPECT_FALSE(HasStep(steps, "qemu start")) << "the target's VM process was started ahead";
+  EXPECT_EQ(got->vm->id(), before.restore->waiting[0].vm.id);
+  EXPECT_TRUE(got->vm->Healthy());
+
+  // The worker starts a replacement.
+  ASSERT_TRUE(WaitWaiting(*f, 2));
+  EXPECT_EQ(env_.backend().created(), created + 1);
+  EXPECT_EQ(f->State().restore->taken, 1u);
+
+  // Bigger than the template: a target plus hotplug.
+  VMConfig big = env_.Config();
+  big.hypervisor.memory_mib = 512;
+  steps.clear();
+  auto grown = f->GetVM(big, &steps);
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_TRUE(HasStep(steps, "restore target taken"));
+  EXPECT_EQ(grown->vm->memory_mib(), 512u);
+}
+
+TEST_F(RestoreTargetTest, WithNoneWaitingAClonesStartsItsOwn) {
+  auto f = MakeFactory(1);
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(WaitWaiting(*f, 1));
+  StepTimes steps;
+  auto first = f->GetVM(env_.Config(), &steps);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  // Taken at once again, before the worker made the next: a clone of its own.
+  steps.clear();
+  auto second = f->GetVM(env_.Config(), &steps);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->source, VmSource::kTemplate);
+  EXPECT_TRUE(HasStep(steps, "restore target taken") || HasStep(steps, "qemu start"));
+}
+
+TEST_F(RestoreTargetTest, ATargetThatFailsToRestoreFallsBackToAFreshClone) {
+  auto f = MakeFactory(1);
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(WaitWaiting(*f, 1));
+  const std::string target_id = f->State().restore->waiting[0].vm.id;
+  env_.backend().FailRestores(1, DataLoss("restore of the VM state failed"));
+  StepTimes steps;
+  auto got = f->GetVM(env_.Config(), &steps);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_NE(got->vm->id(), target_id);
+  EXPECT_TRUE(HasStep(steps, "qemu start"));
+  EXPECT_FALSE(std::filesystem::exists(env_.runtime() + "/vm/" + target_id)) << "the failed target is gone";
+}
+
+TEST_F(RestoreTargetTest, DeadAndStaleTargetsAreReplaced) {
+  auto f = MakeFactory(1);
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(WaitWaiting(*f, 1));
+  const pid_t victim = f->State().restore->waiting[0].vm.vmm_pid;
+  ::kill(victim, SIGKILL);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto s = f->State().restore;
+        return s->replaced >= 1 && s->waiting.size() == 1 && s->waiting[0].vm.vmm_pid != victim;
+      },
+      std::chrono::seconds(20)));
+
+  // A new template generation: the waiting target is for the old one.
+  TemplateOptions o;
+  o.mount_tmpfs = false;
+  o.force = true;
+  o.deps = env_.Deps();
+  auto fresh = CreateTemplate(env_.Config(), root_, o);
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  ASSERT_NE(fresh->generation, info_.generation);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto s = f->State().restore;
+        return s->waiting.size() == 1 && s->waiting[0].generation == fresh->generation;
+      },
+      std::chrono::seconds(20)));
+  StepTimes steps;
+  auto got = f->GetVM(env_.Config(), &steps);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(HasStep(steps, "restore target taken"));
+}
+
+TEST_F(RestoreTargetTest, CloseStopsEveryTarget) {
+  auto f = MakeFactory(2);
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(WaitWaiting(*f, 2));
+  EXPECT_EQ(env_.VmDirs(), 2);
+  f->Close();
+  EXPECT_EQ(env_.Processes(), 0);
+  EXPECT_EQ(env_.VmDirs(), 0);
+  f.reset();
+}
+
+TEST_F(RestoreTargetTest, ABrokenTemplateStopsItsTargetsAndSaysWhy) {
+  auto f = MakeFactory(1);
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(WaitWaiting(*f, 1));
+  std::filesystem::remove(info_.state_path());
+  ASSERT_TRUE(WaitUntil([&] { return f->State().restore->failures >= 1; }));
+  EXPECT_THAT(f->State().restore->last_error, HasSubstr(info_.state_path()));
+  EXPECT_TRUE(f->State().restore->waiting.empty());
+  EXPECT_EQ(f->State().restore->replaced, 1u);
+  EXPECT_EQ(env_.VmDirs(), 0);
+  EXPECT_EQ(f->GetVM(env_.Config()).status().code(), Code::kDataLoss);
 }
 
 TEST(TemplateMismatchTest, SaysWhatDiffers) {
