@@ -23,6 +23,7 @@ namespace vmf {
 namespace {
 
 constexpr int kPoolSize = 2;
+constexpr int kRestoreTargets = 2;
 constexpr size_t kMaxStderr = 64 * 1024;
 constexpr Duration kRunTimeout = std::chrono::seconds(300);
 constexpr Duration kPoolTimeout = std::chrono::seconds(180);
@@ -35,11 +36,14 @@ class EndToEnd {
 
   EndToEndResult Measure(const std::string& source) {
     EndToEndResult r{source, OkStatus(), {}, {}, {}};
+    // Through a daemon of our own: its pool, or its restore targets alone.
+    const bool daemon = source == "cache" || source == "restore";
     r.status = [&]() -> Status {
-      if (source == "cache") VMF_RETURN_IF_ERROR(StartDaemon());
+      if (source == "cache") VMF_RETURN_IF_ERROR(StartDaemon(kPoolSize, 0));
+      if (source == "restore") VMF_RETURN_IF_ERROR(StartDaemon(0, kRestoreTargets));
       for (int i = 1; i <= o_.iterations; ++i) {
         if (cancel_->cancelled()) return Cancelled("interrupted");
-        if (source == "cache") VMF_RETURN_IF_ERROR(WaitPoolFull());
+        if (daemon) VMF_RETURN_IF_ERROR(WaitPoolFull());
         VMF_ASSIGN_OR_RETURN(Duration d, RunOnce(source));
         std::fprintf(stderr, "bench: end to end %s %d/%d: %lld ms\n", source.c_str(), i, o_.iterations,
                      static_cast<long long>(d.count()));
@@ -47,7 +51,7 @@ class EndToEnd {
       }
       return OkStatus();
     }();
-    if (source == "cache") daemon_.Stop(std::chrono::seconds(10));
+    if (daemon) daemon_.Stop(std::chrono::seconds(10));
     r.p50 = Percentile(r.samples, 50);
     r.p95 = Percentile(r.samples, 95);
     return r;
@@ -57,8 +61,10 @@ class EndToEnd {
     DaemonLoadResult r;
     r.concurrency = concurrency;
     r.status = [&]() -> Status {
-      if (!daemon_.valid() || !daemon_.Running()) VMF_RETURN_IF_ERROR(StartDaemon());
-      VMF_RETURN_IF_ERROR(WaitPoolFull());
+      // The pool first, then the restore targets, then clones of the template.
+      if (!daemon_.valid() || !daemon_.Running())
+        VMF_RETURN_IF_ERROR(StartDaemon(kPoolSize, kRestoreTargets));
+      VMF_ASSIGN_OR_RETURN(const uint64_t taken_before, TargetsTaken());
       std::mutex mu;
       std::vector<Duration> getvm;
       Status first = OkStatus();
@@ -86,6 +92,8 @@ class EndToEnd {
       if (cancel_->cancelled()) return Cancelled("interrupted");
       r.vms = static_cast<int>(getvm.size());
       r.from_pool = from_pool;
+      VMF_ASSIGN_OR_RETURN(const uint64_t taken_after, TargetsTaken());
+      r.from_targets = static_cast<int>(taken_after - taken_before);
       r.vms_per_s = r.wall_s > 0 ? r.vms / r.wall_s : 0;
       r.getvm_p50 = Percentile(getvm, 50);
       r.getvm_p99 = Percentile(getvm, 99);
@@ -98,6 +106,14 @@ class EndToEnd {
   }
 
   void StopDaemon() { daemon_.Stop(std::chrono::seconds(10)); }
+
+  // Once the daemon is full: how many restore targets it has handed out.
+  Result<uint64_t> TargetsTaken() {
+    VMF_RETURN_IF_ERROR(WaitPoolFull());
+    VMF_ASSIGN_OR_RETURN(auto client, DaemonClient::Connect(socket_));
+    VMF_ASSIGN_OR_RETURN(auto status, client->GetStatus());
+    return status.restore().taken();
+  }
 
  private:
   // One client of the daemon: a VM (GetVM timed), `true` run in it, stopped.
@@ -161,6 +177,7 @@ class EndToEnd {
     }
     const std::string want = source == "cold"       ? "source: cold boot"
                              : source == "template" ? "source: template"
+                             : source == "restore"  ? ", template"  // through the daemon: a clone of a target
                                                     : ", cache";
     if (err.find(want) == std::string::npos) {
       return FailedPrecondition("`vmfactory run` did not use the " + source + " (wanted \"" + want +
@@ -169,9 +186,12 @@ class EndToEnd {
     return std::chrono::duration_cast<Duration>(t1 - t0);
   }
 
-  Status StartDaemon() {
+  Status StartDaemon(int pool, int restore_targets) {
     std::vector<std::string> argv = Command("serve");
-    argv.insert(argv.end(), {"--cache", std::to_string(kPoolSize), "--metrics", ""});
+    argv.insert(argv.end(), {"--cache", std::to_string(pool), "--restore-targets",
+                             std::to_string(restore_targets), "--metrics", ""});
+    pool_ = pool;
+    restore_targets_ = restore_targets;
     UniqueFd log(::open((o_.runtime_dir + "/end-to-end-daemon.log").c_str(),
                         O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
     if (!log) return ErrnoStatus(errno, "open the daemon log");
@@ -182,13 +202,16 @@ class EndToEnd {
   }
 
   Status WaitPoolFull() {
-    auto full = WaitForFullPool(socket_, kPoolSize, Deadline(kPoolTimeout), [&]() -> Status {
-      if (cancel_->cancelled()) return Cancelled("interrupted");
-      if (!daemon_.Running()) {
-        return Unavailable("the daemon exited; see " + o_.runtime_dir + "/end-to-end-daemon.log");
-      }
-      return OkStatus();
-    });
+    auto full = WaitForFullPool(
+        socket_, pool_, Deadline(kPoolTimeout),
+        [&]() -> Status {
+          if (cancel_->cancelled()) return Cancelled("interrupted");
+          if (!daemon_.Running()) {
+            return Unavailable("the daemon exited; see " + o_.runtime_dir + "/end-to-end-daemon.log");
+          }
+          return OkStatus();
+        },
+        false, restore_targets_);
     return full.status().WithContext("the daemon's pool did not fill");
   }
 
@@ -196,6 +219,8 @@ class EndToEnd {
   CancelToken* cancel_;
   std::string socket_;
   ChildProcess daemon_;
+  int pool_ = 0;  // what the daemon keeps: waited for before each sample
+  int restore_targets_ = 0;
 };
 
 }  // namespace

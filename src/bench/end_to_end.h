@@ -21,7 +21,7 @@ struct EndToEndOptions {
   std::string template_root;         // the bench's template (for "template" and "cache")
   std::string config_path;           // passed on with --config when not empty
   VMConfig config;                   // vCPUs, memory, kernel and initrd are passed on
-  std::vector<std::string> sources;  // of "cold", "template", "cache", in this order
+  std::vector<std::string> sources;  // of "cold", "template", "restore", "cache", in this order
   int iterations = 5;
 };
 
@@ -33,15 +33,17 @@ struct EndToEndResult {
   Duration p95{0};
 };
 
-// Clients of one daemon (the bench's own, pool of 2 over its template) at
-// once: each of `concurrency` workers takes `per_worker` VMs one after the
-// other (GetVM, attach, run `true`, stop). A burst larger than the pool is
-// served by clones: slower, never an error.
+// Clients of one daemon (the bench's own: a pool of 2 and 2 restore targets
+// over its template) at once: each of `concurrency` workers takes
+// `per_worker` VMs one after the other (GetVM, attach, run `true`, stop). A
+// burst larger than the pool is served by clones, from the restore targets
+// while there are any: slower, never an error.
 struct DaemonLoadResult {
   int concurrency = 0;
   Status status;  // the first failure, if any
   int vms = 0;
-  int from_pool = 0;  // GetVM answers with source "cache"
+  int from_pool = 0;     // GetVM answers with source "cache"
+  int from_targets = 0;  // clones that took a waiting restore target (the daemon's count)
   double wall_s = 0;
   double vms_per_s = 0;
   Duration getvm_p50{0};

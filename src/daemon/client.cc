@@ -46,18 +46,22 @@ Status DaemonClient::Quit() {
 Result<vmfactory::v1::StatusResponse> WaitForFullPool(const std::string& socket, int pool,
                                                       const Deadline& deadline,
                                                       const std::function<Status()>& still_waiting,
-                                                      bool none_handed_out) {
+                                                      bool none_handed_out, int restore_targets) {
   Status last = DeadlineExceeded("the daemon never answered");
   while (!deadline.expired()) {
     VMF_RETURN_IF_ERROR(still_waiting());
     auto c = DaemonClient::Connect(socket);
     auto s = c.ok() ? (*c)->GetStatus() : Result<vmfactory::v1::StatusResponse>(c.status());
     if (s.ok()) {
-      if (s->ready_size() == pool && s->booting() == 0 && (!none_handed_out || s->handed_out_size() == 0)) {
+      const auto& r = s->restore();
+      if (s->ready_size() == pool && s->booting() == 0 && (!none_handed_out || s->handed_out_size() == 0) &&
+          r.waiting_size() == restore_targets && r.starting() == 0) {
         return s;
       }
       last = DeadlineExceeded("pool at " + std::to_string(s->ready_size()) + " of " + std::to_string(pool) +
-                              ", last error: " + s->last_error());
+                              ", last error: " + s->last_error() + "; restore targets at " +
+                              std::to_string(r.waiting_size()) + " of " + std::to_string(restore_targets) +
+                              (r.last_error().empty() ? "" : ", last error: " + r.last_error()));
     } else {
       last = s.status();
     }

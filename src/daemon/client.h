@@ -35,12 +35,13 @@ class DaemonClient {
 
 // Asks the daemon at `socket` for its status every 50 ms until its pool holds
 // `pool` ready VMs with none booting (and, with none_handed_out, none handed
-// out), and returns that status. `still_waiting` is asked before each try: a
+// out; with restore_targets, that many restore targets waiting), and
+// returns that status. `still_waiting` is asked before each try: a
 // non-OK answer (the daemon exited, the wait was cancelled) ends the wait
 // with it. Past the deadline: the last reason the pool was not full.
 Result<vmfactory::v1::StatusResponse> WaitForFullPool(const std::string& socket, int pool,
                                                       const Deadline& deadline,
                                                       const std::function<Status()>& still_waiting,
-                                                      bool none_handed_out = false);
+                                                      bool none_handed_out = false, int restore_targets = 0);
 
 }  // namespace vmf

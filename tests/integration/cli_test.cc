@@ -108,16 +108,18 @@ TEST(CliTest, AnInstalledTreeMakesATemplateAndRunsClonesOnItsOwn) {
 }
 
 // The bench's every source but the plain cold boot, one sample each: the
-// template (confined and not) and pool through the factory, the whole
-// `vmfactory run` from the template and the pool, QEMU with no factory (the same
+// template (confined and not), its restore targets and pool through the
+// factory, the whole `vmfactory run` from the template, the daemon's restore
+// targets and the pool, QEMU with no factory (the same
 // backend, its own agent sync) and QEMU's own snapshots. Numbers are not
 // checked (see docs/benchmarks.md); that each mode measures, and that
 // nothing is left, is.
 TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
   const std::string json = CliRuntimeDir() + "-bench.json";
-  auto r = RunCli({"bench", "--modes", "template,cache,qemu-cold,qemu-loadvm,template-unconfined,daemon-load",
-                   "--iterations", "1", "--concurrency", "1", "--concurrency-mem", "1", "--json", json},
-                  0, Duration(0), std::chrono::seconds(280));
+  auto r = RunCli(
+      {"bench", "--modes", "template,restore,cache,qemu-cold,qemu-loadvm,template-unconfined,daemon-load",
+       "--iterations", "1", "--concurrency", "1", "--concurrency-mem", "1", "--json", json},
+      0, Duration(0), std::chrono::seconds(280));
   EXPECT_EQ(r.status, 0) << r.err;
   auto text = ReadFile(json, 16 << 20);
   ASSERT_TRUE(text.ok()) << text.status().ToString();
@@ -129,8 +131,15 @@ TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
     EXPECT_GT(m.value("latency_ms", nlohmann::json::object()).value("p50", 0), 0) << m.dump();
     measured.push_back(m.value("mode", ""));
   }
-  EXPECT_EQ(measured, (std::vector<std::string>{"template", "cache", "qemu-cold", "qemu-loadvm",
+  EXPECT_EQ(measured, (std::vector<std::string>{"template", "restore", "cache", "qemu-cold", "qemu-loadvm",
                                                 "template-unconfined"}));
+  for (const auto& m : results["modes"]) {
+    if (m.value("mode", "") != "restore") continue;
+    EXPECT_GT(m.value("waiting_target_pss_mib", 0.0), 1.0) << "a waiting target's PSS: " << m.dump();
+    for (const auto& s : m["latency_ms"].value("samples", nlohmann::json::array()))
+      EXPECT_TRUE(s.value("restore_target_hit", false)) << "each sample takes a waiting target: " << s.dump();
+  }
+  EXPECT_NE(r.out.find("target: waiting restore target PSS"), std::string::npos) << r.out;
   // And the whole `vmfactory run -- true` from the template and the pool.
   std::vector<std::string> e2e;
   for (const auto& e : results.value("end_to_end", nlohmann::json::array())) {
@@ -138,7 +147,7 @@ TEST(CliTest, BenchSmokeMeasuresEveryModeAndLeavesNothing) {
     EXPECT_GT(e.value("wall_ms", nlohmann::json::object()).value("p50", 0), 0) << e.dump();
     e2e.push_back(e.value("source", ""));
   }
-  EXPECT_EQ(e2e, (std::vector<std::string>{"template", "cache"}));
+  EXPECT_EQ(e2e, (std::vector<std::string>{"template", "restore", "cache"}));
   EXPECT_NE(r.out.find("end to end: `vmfactory run -- true`"), std::string::npos) << r.out;
   // And the daemon under 1, 2 and 4 clients at once, one VM each: a burst
   // past the pool of 2 is served, not refused.
