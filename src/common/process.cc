@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -94,6 +95,7 @@ Result<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, c
     }
     if (opts.new_session) ::setsid();
     if (opts.umask >= 0) ::umask(static_cast<mode_t>(opts.umask));
+    if (opts.no_huge_pages) (void)::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

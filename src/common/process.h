@@ -34,6 +34,9 @@ struct SpawnOptions {
   // itself into before it execs, so that everything it runs is in those
   // cgroups from its first instruction (common/cgroup.h).
   std::vector<int> cgroup_procs_fds;
+  // No transparent huge pages for the child and what it runs
+  // (PR_SET_THP_DISABLE; a kernel without it ignores the request).
+  bool no_huge_pages = false;
 };
 
 class ChildProcess {

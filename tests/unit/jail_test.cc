@@ -36,6 +36,31 @@ Confinement NewIdsInNamespaces() {
 // A child made by a raw clone() of a threaded process must not use glibc's
 // setxid broadcast (it would wait for the parent's threads, which the child
 // does not have): the ids change with raw system calls.
+// What a child's /proc/self/status says of transparent huge pages.
+std::string ThpLineOfChild(bool no_huge_pages) {
+  int p[2];
+  EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  SpawnOptions o;
+  o.stdout_fd = p[1];
+  o.no_huge_pages = no_huge_pages;
+  auto child = ChildProcess::Spawn({"grep", "THP_enabled", "/proc/self/status"}, o);
+  ::close(p[1]);
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  EXPECT_TRUE(child.ok()) << child.status().ToString();
+  if (child.ok()) EXPECT_TRUE(child->Wait(Deadline(std::chrono::seconds(10))).ok());
+  return out;
+}
+
+TEST(SpawnTest, NoHugePagesIsInheritedThroughExec) {
+  const std::string with = ThpLineOfChild(false);
+  if (with.empty()) GTEST_SKIP() << "this kernel's /proc/PID/status has no THP_enabled line";
+  EXPECT_EQ(ThpLineOfChild(true), "THP_enabled:\t0\n");
+}
+
 TEST(JailTest, ConfinedChildrenOfAThreadedParentStartAndChangeIds) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root";
   Confinement c = NewIdsInNamespaces();
