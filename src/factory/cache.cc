@@ -20,7 +20,10 @@ Status WarmUp(VM& vm) {
 }  // namespace
 
 VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, PoolObserver* observer)
-    : base_(std::move(base)), opts_(options), observer_(observer) {
+    : base_(std::move(base)),
+      opts_(options),
+      observer_(observer),
+      backoff_(options.min_backoff, options.max_backoff) {
   ReportSize(0);
   for (int i = 0; i < std::max(1, opts_.parallelism); ++i) workers_.emplace_back([this] { RefillLoop(); });
   monitor_ = std::jthread([this] { MonitorLoop(); });
@@ -95,11 +98,11 @@ void VMCache::RefillLoop() {
   std::unique_lock<std::mutex> l(mu_);
   while (!closing_) {
     bool need = static_cast<int>(ready_.size()) + booting_ < opts_.target;
-    if (!need || Clock::now() < retry_at_) {
+    if (!need || backoff_.Waiting()) {
       if (!need) {
         cv_.wait(l);
       } else {
-        cv_.wait_until(l, retry_at_);
+        cv_.wait_until(l, backoff_.retry_at());
       }
       continue;
     }
@@ -116,21 +119,15 @@ void VMCache::RefillLoop() {
     if (st.ok()) {
       spdlog::info("pool: VM {} ready (vmm pid {})", got->vm->id(), got->vm->vmm_pid());
       ready_.push_back(std::move(got->vm));
-      consecutive_failures_ = 0;
-      retry_at_ = {};
+      backoff_.Succeeded();
       const int size = static_cast<int>(ready_.size());
       l.unlock();
       ReportSize(size);
       l.lock();
     } else {
-      ++failures_;
-      ++consecutive_failures_;
-      last_error_ = st.ToString();
-      auto backoff = opts_.min_backoff * (1 << std::min(consecutive_failures_ - 1, 10));
-      backoff = std::min<Duration>(std::chrono::duration_cast<Duration>(backoff), opts_.max_backoff);
-      retry_at_ = Clock::now() + backoff;
-      spdlog::warn("pool: making a VM failed ({} in a row), retrying in {} ms: {}", consecutive_failures_,
-                   backoff.count(), last_error_);
+      const Duration wait = backoff_.Failed(st.ToString());
+      spdlog::warn("pool: making a VM failed ({} in a row), retrying in {} ms: {}", backoff_.in_a_row(),
+                   wait.count(), backoff_.last_error());
     }
     cv_.notify_all();
   }
@@ -173,11 +170,10 @@ PoolState VMCache::Pool() const {
   s.target = opts_.target;
   for (const auto& vm : ready_) s.ready.push_back(vm->handle());
   s.booting = booting_;
-  s.failures = failures_;
+  s.failures = backoff_.failures();
   s.replaced = replaced_;
-  s.last_error = last_error_;
-  auto now = Clock::now();
-  if (retry_at_ > now) s.retry_in = std::chrono::duration_cast<Duration>(retry_at_ - now);
+  s.last_error = backoff_.last_error();
+  s.retry_in = backoff_.retry_in();
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "factory/backoff.h"
 #include "factory/factory.h"
 #include "factory/pool_observer.h"
 
@@ -63,11 +64,8 @@ class VMCache : public Factory {
   bool closing_ = false;
   std::deque<std::unique_ptr<VM>> ready_;
   int booting_ = 0;
-  uint64_t failures_ = 0;
   uint64_t replaced_ = 0;
-  int consecutive_failures_ = 0;
-  std::string last_error_;
-  Clock::time_point retry_at_{};
+  Backoff backoff_;
   CancelToken cancel_;  // aborts refills in progress on Close()
   // Last members: joined (by Close) before anything above goes.
   std::vector<std::jthread> workers_;

@@ -9,7 +9,11 @@
 namespace vmf {
 
 RestoreTargets::RestoreTargets(VMConfig base, std::string root, VmDeps deps, RestoreTargetOptions options)
-    : base_(std::move(base)), root_(std::move(root)), deps_(deps), opts_(options) {
+    : base_(std::move(base)),
+      root_(std::move(root)),
+      deps_(deps),
+      opts_(options),
+      backoff_(options.min_backoff, options.max_backoff) {
   if (opts_.target > 0) worker_ = std::jthread([this] { Loop(); });
 }
 
@@ -81,9 +85,9 @@ void RestoreTargets::Loop() {
     if (closing_) break;
     Prune(t.ok() ? t->generation : "", l);  // none usable without a template
     const bool need = static_cast<int>(waiting_.size()) < opts_.target;
-    if (!need || Clock::now() < retry_at_) {
+    if (!need || backoff_.Waiting()) {
       auto until = Clock::now() + opts_.monitor_interval;
-      if (need) until = std::min(until, retry_at_);
+      if (need) until = std::min(until, backoff_.retry_at());
       cv_.wait_until(l, until);
       continue;
     }
@@ -96,18 +100,12 @@ void RestoreTargets::Loop() {
     if (made.ok()) {
       spdlog::info("restore target {} waiting (vmm pid {})", (*made)->id(), (*made)->vmm_pid());
       waiting_.push_back({std::move(*made), t->generation});
-      consecutive_failures_ = 0;
-      retry_at_ = {};
+      backoff_.Succeeded();
       continue;
     }
-    ++failures_;
-    ++consecutive_failures_;
-    last_error_ = made.status().ToString();
-    auto backoff = opts_.min_backoff * (1 << std::min(consecutive_failures_ - 1, 10));
-    backoff = std::min<Duration>(std::chrono::duration_cast<Duration>(backoff), opts_.max_backoff);
-    retry_at_ = Clock::now() + backoff;
-    spdlog::warn("making a restore target failed ({} in a row), retrying in {} ms: {}", consecutive_failures_,
-                 backoff.count(), last_error_);
+    const Duration wait = backoff_.Failed(made.status().ToString());
+    spdlog::warn("making a restore target failed ({} in a row), retrying in {} ms: {}", backoff_.in_a_row(),
+                 wait.count(), backoff_.last_error());
   }
 }
 
@@ -119,11 +117,10 @@ RestoreTargetState RestoreTargets::State() const {
     for (const Target& t : waiting_) s.waiting.push_back({t.vm->handle(), t.generation, 0});
     s.starting = starting_;
     s.taken = taken_;
-    s.failures = failures_;
+    s.failures = backoff_.failures();
     s.replaced = replaced_;
-    s.last_error = last_error_;
-    auto now = Clock::now();
-    if (retry_at_ > now) s.retry_in = std::chrono::duration_cast<Duration>(retry_at_ - now);
+    s.last_error = backoff_.last_error();
+    s.retry_in = backoff_.retry_in();
   }
   // Read outside the lock: smaps_rollup walks the process's mappings.
   for (WaitingTarget& w : s.waiting) {

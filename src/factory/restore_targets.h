@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "factory/backoff.h"
 #include "vm/handle.h"
 #include "vm/vm.h"
 
@@ -86,11 +87,8 @@ class RestoreTargets {
   std::deque<Target> waiting_;
   int starting_ = 0;
   uint64_t taken_ = 0;
-  uint64_t failures_ = 0;
   uint64_t replaced_ = 0;
-  int consecutive_failures_ = 0;
-  std::string last_error_;
-  Clock::time_point retry_at_{};
+  Backoff backoff_;
   std::jthread worker_;  // last: joined (by Close) before anything above goes
 };
 
