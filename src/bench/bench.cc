@@ -361,14 +361,23 @@ Readiness ReadinessOf(const FactoryState& s) {
   return {};
 }
 
-// Waits until the factory's pool or restore targets are full.
+// Waits until the factory's pool or restore targets are full; gives up when
+// making them has kept failing for a minute.
 Status WaitFull(const Factory& factory, CancelToken* cancel) {
   Deadline d(std::chrono::seconds(300));
+  Clock::time_point failing_since{};  // the epoch: not failing
   while (true) {
     const Readiness r = ReadinessOf(factory.State());
     if (r.have >= r.want) return OkStatus();
     if (cancel->cancelled()) return Cancelled("interrupted");
-    if (d.expired()) {
+    if (r.last_error.empty()) {
+      failing_since = {};
+    } else if (failing_since == Clock::time_point{}) {
+      failing_since = Clock::now();
+    }
+    const bool failing_long =
+        failing_since != Clock::time_point{} && Since(failing_since) > std::chrono::seconds(60);
+    if (d.expired() || failing_long) {
       return DeadlineExceeded("the factory did not fill (" + std::to_string(r.have) + "/" +
                               std::to_string(r.want) + " ready" +
                               (r.last_error.empty() ? "" : ", last error: " + r.last_error) + ")");

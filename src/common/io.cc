@@ -161,7 +161,11 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode)
   std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (!fd) return ErrnoStatus(errno, "create " + tmp);
-  Status st = WriteAll(fd.get(), data, Deadline(std::chrono::seconds(30)));
+  // Exactly `mode`: neither the umask nor an earlier file of that name
+  // changes it (a 0444 file others must read stays readable under umask 077).
+  Status st =
+      ::fchmod(fd.get(), static_cast<mode_t>(mode)) == 0 ? OkStatus() : ErrnoStatus(errno, "chmod " + tmp);
+  if (st.ok()) st = WriteAll(fd.get(), data, Deadline(std::chrono::seconds(30)));
   if (st.ok() && ::fsync(fd.get()) != 0) st = ErrnoStatus(errno, "fsync " + tmp);
   fd.reset();
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoStatus(errno, "rename " + tmp);

@@ -38,7 +38,8 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 1 << 20
 Result<std::string> ReadFilePrefix(const std::string& path, size_t n);
 // Last max_bytes of a file, or "" if it cannot be read. For error messages.
 std::string TailOfFile(const std::string& path, size_t max_bytes = 2048);
-// Writes data to path atomically (tmp + rename) with the given mode.
+// Writes data to path atomically (tmp + rename) with exactly the given mode
+// (whatever the umask).
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0600);
 
 }  // namespace vmf

@@ -190,9 +190,16 @@ TEST(BootStubTest, ClonesOfABzImageTemplateLoadTheStubAndATamperedStubIsRefused)
   o.mount_tmpfs = false;
   o.deps = env.Deps();
   const std::string root = env.runtime() + "/template";
+  // A private umask (a service's UMask=0077) must not make the stub
+  // unreadable to the VMs' own uids.
+  const mode_t old_umask = ::umask(077);
   auto t = CreateTemplate(config, root, o);
+  ::umask(old_umask);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ(t->boot_stub_bytes, 5 * 512 + 4096u);
+  struct stat st {};
+  ASSERT_EQ(::stat(t->boot_stub_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u) << "readable by every VM's uid, written by nobody";
   EXPECT_EQ(t->hypervisor.kernel, config.hypervisor.kernel) << "the template records the real kernel";
   EXPECT_EQ(CloneConfig(*t, config).hypervisor.kernel, t->boot_stub_path());
   auto clone = CloneFromTemplate(*t, config, nullptr, nullptr, env.Deps());
