@@ -136,6 +136,7 @@ class BadTemplateTest : public ::testing::Test {
     gen_ = root_ + "/gen-copy";
     fs::create_directories(gen_);
     fs::copy_file(t.state_path(), gen_ + "/state");
+    if (t.boot_stub_bytes != 0) fs::copy_file(t.boot_stub_path(), gen_ + "/boot-stub");
     std::ofstream(gen_ + "/memory").close();
     fs::resize_file(gen_ + "/memory", t.memory_bytes);
     // The sparse memory file has a digest of its own: recorded, as init would.
@@ -169,6 +170,14 @@ TEST_F(BadTemplateTest, MissingStateFile) {
   fs::remove(gen_ + "/state");
   // A file missing from a template is damage, not "no template".
   ExpectBroken(Code::kDataLoss, gen_ + "/state");
+}
+
+TEST_F(BadTemplateTest, MissingOrTruncatedBootStub) {
+  ASSERT_NE(SharedTemplate().boot_stub_bytes, 0u) << "init of a bzImage kernel writes a boot stub";
+  fs::resize_file(gen_ + "/boot-stub", 512);
+  ExpectBroken(Code::kDataLoss, gen_ + "/boot-stub");
+  fs::remove(gen_ + "/boot-stub");
+  ExpectBroken(Code::kDataLoss, gen_ + "/boot-stub");
 }
 
 TEST_F(BadTemplateTest, MissingMemoryFile) {
