@@ -24,7 +24,7 @@ VMCache::VMCache(std::unique_ptr<Factory> base, CacheOptions options, PoolObserv
       opts_(options),
       observer_(observer),
       backoff_(options.min_backoff, options.max_backoff) {
-  ReportSize(0);
+  ReportSize();
   for (int i = 0; i < std::max(1, opts_.parallelism); ++i) workers_.emplace_back([this] { RefillLoop(); });
   monitor_ = std::jthread([this] { MonitorLoop(); });
 }
@@ -54,20 +54,29 @@ bool VMCache::Fits(const VMConfig& request) const {
   return HypervisorMismatch(base_->Config().hypervisor, request.hypervisor, "the pool").ok();
 }
 
+void VMCache::ReportSize() {
+  if (!observer_) return;
+  std::lock_guard<std::mutex> r(report_mu_);
+  int ready = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ready = static_cast<int>(ready_.size());
+  }
+  observer_->PoolSize(ready, opts_.target);
+}
+
 Result<Acquired> VMCache::GetVM(const VMConfig& request, StepTimes* times, CancelToken* cancel) {
   if (Fits(request)) {
     for (;;) {
       std::unique_ptr<VM> vm;
-      int left = 0;
       {
         std::lock_guard<std::mutex> l(mu_);
         if (ready_.empty()) break;
         vm = std::move(ready_.front());
         ready_.pop_front();
-        left = static_cast<int>(ready_.size());
       }
       cv_.notify_all();  // a refill can start
-      ReportSize(left);
+      ReportSize();
       StepTimer timer(times);
       // Paused in the pool: resume, then make it unique and current.
       Status st = vm->Resume();
@@ -120,9 +129,8 @@ void VMCache::RefillLoop() {
       spdlog::info("pool: VM {} ready (vmm pid {})", got->vm->id(), got->vm->vmm_pid());
       ready_.push_back(std::move(got->vm));
       backoff_.Succeeded();
-      const int size = static_cast<int>(ready_.size());
       l.unlock();
-      ReportSize(size);
+      ReportSize();
       l.lock();
     } else {
       const Duration wait = backoff_.Failed(st.ToString());
@@ -145,21 +153,23 @@ void VMCache::MonitorLoop() {
                      (*it)->vmm_pid(), (*it)->proxy_pid());
         dead.push_back(std::move(*it));
         it = ready_.erase(it);
-        ++replaced_;
       } else {
         ++it;
       }
     }
     if (!dead.empty()) {
-      const int size = static_cast<int>(ready_.size());
       cv_.notify_all();
       l.unlock();
       for (size_t i = 0; i < dead.size(); ++i) {
         if (observer_) observer_->Replaced();
       }
-      ReportSize(size);
+      ReportSize();
+      const size_t n = dead.size();
       dead.clear();  // stops the proxy, removes the dir
       l.lock();
+      // Counted once the observer has been told and the dead VM is gone, so
+      // that whoever sees the count in Pool() also sees it in the metrics.
+      replaced_ += n;
     }
   }
 }

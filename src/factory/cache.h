@@ -52,14 +52,16 @@ class VMCache : public Factory {
   void RefillLoop();
   void MonitorLoop();
   bool Fits(const VMConfig& request) const;
-  void ReportSize(int ready) {
-    if (observer_) observer_->PoolSize(ready, opts_.target);
-  }
+  // Tells the observer the pool's current size; called without mu_ held.
+  // Serialized, and the size is read inside, so that two threads reporting
+  // at once cannot leave an older size as the last one reported.
+  void ReportSize();
 
   std::unique_ptr<Factory> base_;
   CacheOptions opts_;
   PoolObserver* observer_;
   mutable std::mutex mu_;
+  std::mutex report_mu_;  // taken before mu_, never while holding it
   std::condition_variable cv_;
   bool closing_ = false;
   std::deque<std::unique_ptr<VM>> ready_;
