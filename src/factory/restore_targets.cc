@@ -47,10 +47,15 @@ std::unique_ptr<VM> RestoreTargets::Take(const std::string& generation) {
         vm = std::move(t.vm);
         ++taken_;
       } else {
-        ++replaced_;
         unusable.push_back(std::move(t));
       }
     }
+  }
+  if (!unusable.empty()) {
+    const size_t n = unusable.size();
+    unusable.clear();  // stops their QEMUs and proxies, removes their dirs
+    std::lock_guard<std::mutex> l(mu_);
+    replaced_ += n;  // counted once they are gone, as the pool does
   }
   cv_.notify_all();  // the worker makes the next one
   return vm;
@@ -64,15 +69,16 @@ void RestoreTargets::Prune(const std::string& current, std::unique_lock<std::mut
                    it->generation != current ? "for a replaced template" : "dead");
       gone.push_back(std::move(*it));
       it = waiting_.erase(it);
-      ++replaced_;
     } else {
       ++it;
     }
   }
   if (gone.empty()) return;
+  const size_t n = gone.size();
   l.unlock();
   gone.clear();
   l.lock();
+  replaced_ += n;  // counted once they are gone, as the pool does
 }
 
 void RestoreTargets::Loop() {

@@ -501,12 +501,22 @@ TEST_F(RestoreTargetDaemonTest, TargetsWaitAreMeasuredAndServeClones) {
 TEST_F(DaemonTest, MetricsParseAndMove) {
   WaitReady(2);
   httplib::Client http("127.0.0.1", port_);
-  auto before = http.Get("/metrics");
-  ASSERT_TRUE(before) << "metrics endpoint down";
-  EXPECT_EQ(before->status, 200);
+  // The gauge follows the pool a moment after status shows it full.
+  int http_status = 0;
+  std::string body;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto got = http.Get("/metrics");
+        http_status = got ? got->status : 0;
+        body = got ? got->body : "";
+        return body.find("vmfactory_pool_ready 2") != std::string::npos;
+      },
+      std::chrono::seconds(10), std::chrono::milliseconds(100)));
+  ASSERT_NE(http_status, 0) << "metrics endpoint down";
+  EXPECT_EQ(http_status, 200);
   const std::regex sample(
       R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+0-9.eEInf]+$)");
-  std::istringstream lines(before->body);
+  std::istringstream lines(body);
   std::string line;
   int samples = 0;
   while (std::getline(lines, line)) {
@@ -515,12 +525,12 @@ TEST_F(DaemonTest, MetricsParseAndMove) {
     ++samples;
   }
   EXPECT_GT(samples, 5);
-  EXPECT_NE(before->body.find("vmfactory_pool_ready 2"), std::string::npos) << before->body;
+  EXPECT_NE(body.find("vmfactory_pool_ready 2"), std::string::npos) << body;
   // Where this host has cgroups, each pooled VM's usage is in the metrics
   // and in `vmfactory status`.
   if (VmCgroup::Create("probe-" + std::to_string(::getpid()), {}).ok()) {
-    EXPECT_NE(before->body.find("vmfactory_vm_memory_limit_bytes{vm=\""), std::string::npos) << before->body;
-    EXPECT_NE(before->body.find("state=\"ready\""), std::string::npos) << before->body;
+    EXPECT_NE(body.find("vmfactory_vm_memory_limit_bytes{vm=\""), std::string::npos) << body;
+    EXPECT_NE(body.find("state=\"ready\""), std::string::npos) << body;
     auto [src, status] = Cli(runtime_, {"status"});
     EXPECT_EQ(src, 0);
     EXPECT_NE(status.find(" MiB, "), std::string::npos) << status;

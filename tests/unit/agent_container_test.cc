@@ -347,14 +347,14 @@ TEST(AgentContainerPureTest, BlockDeviceFoundBySerialAndItsNodeMade) {
   EXPECT_NE(none.status().message().find("vmf-disk-1"), std::string::npos);
 
   // Hot-plugged a little later: found while waiting.
+  c.wait = milliseconds(5000);
+  auto t0 = std::chrono::steady_clock::now();
   std::thread plug([&] {
     std::this_thread::sleep_for(milliseconds(100));
     sys.Mkdir("block/vdb");
     sys.Write("block/vdb/dev", "254:16\n");
     sys.Write("block/vdb/serial", "vmf-disk-1\n");
   });
-  c.wait = milliseconds(5000);
-  auto t0 = std::chrono::steady_clock::now();
   Result<std::string> path = WaitBlockDevice(c, "vmf-disk-1");
   plug.join();
   ASSERT_TRUE(path.ok()) << path.status().ToString();

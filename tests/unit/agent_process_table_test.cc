@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <functional>
@@ -116,11 +117,17 @@ TEST_F(ProcessTableTest, OutputBufferIsBoundedAndThePipeLeftAloneWhenFull) {
   auto t = MakeTable(lim);
   int out_fd = -1;
   Start(t.get(), "big", {"head", "-c", "100000", "/dev/zero"}, &out_fd);
-  Drive(t.get(), milliseconds(100));  // fills the 4 KiB buffer; head blocks on the pipe
-  std::vector<pollfd> fds;
-  t->AddPollFds(&fds);
-  for (const pollfd& p : fds) EXPECT_NE(p.fd, out_fd) << "a full stdout buffer is still polled";
-  t->HandlePollFds(fds.data(), fds.size());
+  // Once the 4 KiB buffer is full, stdout is no longer polled (head blocks
+  // on the pipe); a loaded machine may take a while to get there.
+  auto stdout_polled = [&] {
+    std::vector<pollfd> fds;
+    t->AddPollFds(&fds);
+    return std::any_of(fds.begin(), fds.end(), [&](const pollfd& p) { return p.fd == out_fd; });
+  };
+  ASSERT_TRUE(DriveUntil(t.get(), [&] { return !stdout_polled(); }))
+      << "a full stdout buffer is still polled";
+  Drive(t.get(), milliseconds(20));
+  EXPECT_FALSE(stdout_polled()) << "a full stdout buffer is polled again";
 
   EXPECT_TRUE(t->Read(1, "c1", "big", Stream::kStdout, 10).ok());  // len caps the answer
   ASSERT_EQ(reads_.size(), 1u);

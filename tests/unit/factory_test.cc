@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -382,7 +383,7 @@ class PoolTest : public ::testing::Test {
     CacheOptions o;
     o.target = target;
     o.min_backoff = min_backoff;
-    o.max_backoff = std::chrono::milliseconds(100);
+    o.max_backoff = std::max<Duration>(min_backoff, std::chrono::milliseconds(100));
     o.monitor_interval = std::chrono::milliseconds(20);
     return std::make_unique<VMCache>(NewDirectFactory(env_.Config(), env_.Deps()), o, &observer_);
   }
@@ -453,11 +454,14 @@ TEST_F(PoolTest, AFailingBaseIsRetriedWithBackoffAndRecovers) {
 TEST_F(PoolTest, BackoffGrowsAndIsShown) {
   env_.backend().FailStarts(1000, Unavailable("still broken"));
   auto pool = MakePool(1, std::chrono::milliseconds(200));
-  ASSERT_TRUE(WaitUntil([&] { return pool->Pool().failures >= 1; }));
-  PoolState s = pool->Pool();
-  EXPECT_GT(s.retry_in.count(), 0);
+  // Read while it waits (between tries retry_in is 0).
+  PoolState s;
+  ASSERT_TRUE(WaitUntil([&] {
+    s = pool->Pool();
+    return s.failures >= 1 && s.retry_in.count() > 0;
+  }));
   EXPECT_LE(s.retry_in.count(), 200);
-  // 200 ms, then capped at 100 ms: about 3 tries in 500 ms, never a spin.
+  // 200 ms between tries: about 3 tries in 500 ms, never a spin.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_LE(pool->Pool().failures, 8u);
 }

@@ -531,7 +531,7 @@ TEST(QmpClientTest, EofFailsAllPendingCommandsAtOnce) {
   EXPECT_FALSE(c->connected());
   start = Clock::now();
   auto later = c->Execute("cmd-c", nullptr, Deadline(5s));
-  EXPECT_LT(Clock::now() - start, 100ms);
+  EXPECT_LT(Clock::now() - start, 1s) << "a closed connection fails at once, not at the deadline";
   EXPECT_EQ(later.status().code(), Code::kUnavailable);
   auto ev = c->WaitEvent("STOP", Deadline(5s));
   EXPECT_EQ(ev.status().code(), Code::kUnavailable);
@@ -558,11 +558,12 @@ TEST(QmpClientTest, WriterQueuedBehindAStuckWriteKeepsItsDeadline) {
   auto c = ConnectTo(fake);
   ASSERT_TRUE(c);
   json args = {{"blob", std::string(2 << 20, 'b')}};
-  auto big = Async([&] { return c->Execute("big", args, Deadline(400ms)); });
+  auto big = Async([&] { return c->Execute("big", args, Deadline(2s)); });
   std::this_thread::sleep_for(50ms);  // "big" is now stuck in the socket buffer
   auto start = Clock::now();
   auto small = c->Execute("small", nullptr, Deadline(50ms));
-  EXPECT_LT(Clock::now() - start, 300ms);
+  // Well before "big"'s deadline, with room for a loaded machine.
+  EXPECT_LT(Clock::now() - start, 1s);
   EXPECT_EQ(small.status().code(), Code::kDeadlineExceeded);
   EXPECT_NE(small.status().message().find("'small'"), std::string::npos);
   EXPECT_EQ(big.get().status().code(), Code::kDeadlineExceeded);
@@ -679,7 +680,7 @@ TEST(QmpClientTest, DestructorWithOpenConnectionReturnsPromptly) {
   ASSERT_TRUE(c);
   auto start = Clock::now();
   c.reset();
-  EXPECT_LT(Clock::now() - start, 200ms);
+  EXPECT_LT(Clock::now() - start, 1s);
 }
 
 TEST(QmpClientTest, CloseFailsPendingCommand) {

@@ -48,6 +48,8 @@ class ServerFixture {
   void RegisterBlockAndRelease() {
     server_.Register("t.T", "Block", [this](const std::string&, const ttrpc::Peer&) -> Result<std::string> {
       std::unique_lock<std::mutex> l(mu_);
+      ++entered_;
+      cv_.notify_all();
       cv_.wait_for(l, std::chrono::seconds(10), [this] { return released_; });
       return released_ ? Result<std::string>(std::string()) : Result<std::string>(Internal("never released"));
     });
@@ -55,6 +57,11 @@ class ServerFixture {
       Release();
       return std::string();
     });
+  }
+  // True once n Block calls are running in the server's handlers.
+  bool WaitEntered(int n) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::seconds(10), [&] { return entered_ >= n; });
   }
   void Release() {
     std::lock_guard<std::mutex> l(mu_);
@@ -69,6 +76,7 @@ class ServerFixture {
   std::mutex mu_;
   std::condition_variable cv_;
   bool released_ = false;
+  int entered_ = 0;
 };
 
 TEST(TtrpcServerTest, ConcurrentRequestsOnOneConnectionAreAnsweredOutOfOrder) {
@@ -83,7 +91,7 @@ TEST(TtrpcServerTest, ConcurrentRequestsOnOneConnectionAreAnsweredOutOfOrder) {
     grpc::HealthCheckResponse r;
     return c->Call("t.T", "Block", req, &r, Deadline(std::chrono::seconds(20)));
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(f.WaitEntered(1));
   // Same connection: answered while Block still waits, and ends it.
   Status st = c->Call("t.T", "Release", req, &resp, Deadline(std::chrono::seconds(5)));
   EXPECT_TRUE(st.ok()) << st.ToString();
@@ -104,7 +112,7 @@ TEST(TtrpcServerTest, InOrderByDefault) {
     grpc::HealthCheckResponse r;
     return c->Call("t.T", "Block", req, &r, Deadline(std::chrono::seconds(20)));
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(f.WaitEntered(1));
   grpc::HealthCheckResponse resp;
   // Queued behind Block: it times out, since only Block's own release ends it.
   Status st = c->Call("t.T", "Release", req, &resp, Deadline(std::chrono::milliseconds(300)));
@@ -127,7 +135,7 @@ TEST(TtrpcServerTest, TooManyInFlightIsRefusedNotQueued) {
       return c->Call("t.T", "Block", req, &r, Deadline(std::chrono::seconds(20)));
     }));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(f.WaitEntered(2));
   grpc::HealthCheckResponse resp;
   EXPECT_EQ(c->Call("t.T", "Block", req, &resp, Deadline(std::chrono::seconds(5))).code(),
             Code::kResourceExhausted);

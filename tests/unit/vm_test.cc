@@ -10,6 +10,7 @@
 #include "common/census.h"
 #include "common/io.h"
 #include "mocks/fake_vm_env.h"
+#include "support/wait_until.h"
 
 namespace vmf::testing {
 namespace {
@@ -129,6 +130,7 @@ TEST_F(VmTest, CallsOnADeadVmSayWhichProcessDied) {
   auto vm = Create(env_.Config());
   ASSERT_TRUE(vm.ok());
   ::kill((*vm)->vmm_pid(), SIGKILL);
+  ASSERT_TRUE(WaitUntil([&] { return !(*vm)->Running(); }));
   Status st = (*vm)->WithCauses(Unavailable("connection closed"));
   EXPECT_THAT(st.message(), HasSubstr("is no longer running"));
   EXPECT_FALSE((*vm)->Pause().ok());
