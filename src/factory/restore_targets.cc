@@ -36,26 +36,15 @@ void RestoreTargets::Close() {
 }
 
 std::unique_ptr<VM> RestoreTargets::Take(const std::string& generation) {
-  std::vector<Target> unusable;  // stopped outside the lock
   std::unique_ptr<VM> vm;
   {
-    std::lock_guard<std::mutex> l(mu_);
-    while (!waiting_.empty() && !vm) {
-      Target t = std::move(waiting_.front());
+    std::unique_lock<std::mutex> l(mu_);
+    Prune(generation, l);  // what is left is of this generation and alive
+    if (!waiting_.empty()) {
+      vm = std::move(waiting_.front().vm);
       waiting_.pop_front();
-      if (t.generation == generation && t.vm->Healthy()) {
-        vm = std::move(t.vm);
-        ++taken_;
-      } else {
-        unusable.push_back(std::move(t));
-      }
+      ++taken_;
     }
-  }
-  if (!unusable.empty()) {
-    const size_t n = unusable.size();
-    unusable.clear();  // stops their QEMUs and proxies, removes their dirs
-    std::lock_guard<std::mutex> l(mu_);
-    replaced_ += n;  // counted once they are gone, as the pool does
   }
   cv_.notify_all();  // the worker makes the next one
   return vm;

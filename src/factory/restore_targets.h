@@ -74,7 +74,8 @@ class RestoreTargets {
     std::string generation;
   };
   void Loop();
-  // Stops targets that died or belong to another generation than `current`.
+  // Stops targets that died or belong to another generation than `current`
+  // (with `l` released while they stop) and counts them as replaced.
   void Prune(const std::string& current, std::unique_lock<std::mutex>& l);
 
   VMConfig base_;
